@@ -30,10 +30,15 @@ def runs_dir() -> Path:
 
 
 def figures_dir(section: str | None = None) -> Path:
-    """`figures/` or `figures/<section>/` (created on demand)."""
+    """`figures/` or `figures/<section>/` (created on demand).
+
+    `EDGETUNE_FIGURES` redirects it (the notebook tests write their smoke figures under `runs/` this way, so
+    they never overwrite the committed figures of `make reproduce`).
+    """
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; expected one of {', '.join(SECTIONS)}")
-    path = root() / "figures" / (section or "")
+    base = Path(os.environ["EDGETUNE_FIGURES"]) if os.environ.get("EDGETUNE_FIGURES") else root() / "figures"
+    path = base / (section or "")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
