@@ -1,0 +1,71 @@
+"""The artifact cache every expensive stage goes through.
+
+A stage's key is its name plus a hash of its resolved config. Its folder `runs/cache/<stage>-<hash>/` holds the
+stage's artifacts (safetensors weights, resumable checkpoints) and, once finished, `result.json`. `result.json`
+is written last and atomically, so its presence means "done": a second call returns it without recomputing,
+`force=True` recomputes, and an interrupted stage finds its checkpoints in the same folder and resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgetune.paths import runs_dir
+from edgetune.runs.io import write_json
+from edgetune.runs.schema import RunResult
+
+RESULT = "result.json"
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A plain dict of a config: dataclasses are expanded, dicts copied."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    raise TypeError(f"a stage config must be a dataclass or a dict, got {type(config).__name__}")
+
+
+def config_hash(config: Any) -> str:
+    """A short, stable hash of a resolved config (canonical JSON: sorted keys, tuples as lists)."""
+    canonical = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def stage_dir(stage: str, config: Any, cache_dir: Path | None = None) -> Path:
+    if not stage or "/" in stage or stage.startswith("."):
+        raise ValueError(f"stage name {stage!r} must be a non-empty name without '/' or a leading '.'")
+    return (cache_dir or runs_dir() / "cache") / f"{stage}-{config_hash(config)}"
+
+
+def cached(
+    stage: str,
+    config: Any,
+    compute: Callable[[Path], RunResult],
+    *,
+    force: bool = False,
+    cache_dir: Path | None = None,
+) -> tuple[RunResult, Path]:
+    """Return the stage's result and folder, running `compute(folder)` only when no finished result exists.
+
+    `compute` writes its artifacts into `folder` (weights through `save_weights`, checkpoints through
+    `Checkpointer`) and returns the RunResult; the cache stamps it with the key and writes `result.json`.
+    With `force=True` the folder is emptied first, so nothing stale (checkpoints included) is reused.
+    """
+    folder = stage_dir(stage, config, cache_dir)
+    result_path = folder / RESULT
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    if result_path.exists():
+        return RunResult.from_dict(json.loads(result_path.read_text())), folder
+    folder.mkdir(parents=True, exist_ok=True)
+    result = compute(folder)
+    result.key = folder.name
+    write_json(result_path, result.to_dict())
+    return result, folder

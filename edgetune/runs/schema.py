@@ -1,0 +1,94 @@
+"""The one result schema every run writes: resolved config, per-step metrics, sizes, cost, environment, seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import torch
+
+PACKAGES = ("edgetune", "torch", "torchvision", "timm", "transformers", "peft", "accelerate", "numpy", "matplotlib",
+            "seaborn", "pandas", "papermill", "nbval")
+
+
+@dataclass
+class RunResult:
+    """What one run produced. `history` holds one dict per logged step; `metrics` the final values."""
+
+    stage: str
+    config: dict[str, Any]
+    seed: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    params_total: int | None = None
+    params_trainable: int | None = None
+    flops: float | None = None
+    wall_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    device: str = "cpu"
+    versions: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"result JSON has fields {unknown} that RunResult does not know; expected {sorted(names)}")
+        return cls(**d)
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that shape a result (missing ones are skipped)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def describe_device(device: torch.device | str = "cpu") -> str:
+    """A human-readable device name: the GPU model, or the CPU with its core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+class Meter:
+    """Wall time and peak memory of a block of work: CUDA peak allocation on GPU, the process's peak RSS on CPU."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+
+    def __enter__(self) -> Meter:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_time_s = time.perf_counter() - self._start
+        if self.device.type == "cuda":
+            self.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        else:  # ru_maxrss is in KiB on Linux
+            self.peak_memory_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
