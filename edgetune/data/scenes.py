@@ -99,7 +99,7 @@ CLEAR = Domain()
 def domain_stream(n: int, seed: int = 0) -> list[Domain]:
     """A stream of `n` shifted domains cycling weather, lighting and density, each at a random severity.
 
-    Each domain mixes one main factor (severity 0.4–1.0) with a milder second one and a background style,
+    Each domain mixes one main factor (severity 0.3–0.9) with a milder second one and a background style,
     like a roadside camera going from sunny to fog to night to rush hour.
     """
     if n < 1:
@@ -111,7 +111,7 @@ def domain_stream(n: int, seed: int = 0) -> list[Domain]:
         u = torch.rand(4, generator=g).tolist()
         main = kinds[i % len(kinds)]
         second = kinds[(i * 3 + 1 + int(u[2] * 3)) % len(kinds)]
-        factors = _factor(main, 0.4 + 0.6 * u[0])
+        factors = _factor(main, 0.3 + 0.6 * u[0])
         for key, value in _factor(second, 0.3 * u[1]).items():
             factors[key] = factors.get(key, 0.0) + value if key == "brightness" else max(factors.get(key, 0.0), value)
         factors["brightness"] = max(-1.0, min(1.0, factors.get("brightness", 0.0)))
@@ -163,6 +163,21 @@ def render_scenes(
         stop = min(start + CHUNK, n)
         out[start:stop] = _render_chunk(spec, domain, attrs[start:stop], g)
     return out, labels
+
+
+def apply_domain(images: torch.Tensor, domain: Domain, seed: int = 0) -> torch.Tensor:
+    """Apply a domain's lighting and weather to any (B, 3, H, W) images in [0, 1] (real data in the paper profile).
+
+    Returns a new tensor; the background and clutter factors need a rendered scene and are ignored here.
+    """
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"apply_domain expects square (B, 3, S, S) images, got shape {tuple(images.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    u, v = _grid(images.shape[-1])
+    out = images.detach().to("cpu", torch.float32).clone()
+    for start in range(0, len(out), CHUNK):
+        out[start : start + CHUNK] = _apply_domain(out[start : start + CHUNK], domain, u, v, g)
+    return out
 
 
 def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:

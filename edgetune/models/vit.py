@@ -1,0 +1,143 @@
+"""ViT constructors for the profiles, built from timm so parameter names stay timm's (pretrained weights load with
+`strict=True`), and width pruning that returns a plain, narrower timm ViT.
+
+Width, as in ACME and BlockTrainer, is the number of attention heads and MLP hidden units per block; the residual
+stream (embed_dim) and the head size are kept, so a pruned model is a drop-in replacement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from timm.layers import Attention
+from timm.models.vision_transformer import VisionTransformer
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """The architecture of a ViT; `head_dim` may differ from embed_dim / num_heads after width pruning."""
+
+    img_size: int = 32
+    patch_size: int = 8
+    embed_dim: int = 64
+    depth: int = 6
+    num_heads: int = 4
+    mlp_hidden: int = 256
+    head_dim: int | None = None
+
+    def __post_init__(self):
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size={self.img_size} must be a multiple of patch_size={self.patch_size}")
+        if self.head_dim is None and self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
+
+    @property
+    def tokens(self) -> int:
+        return (self.img_size // self.patch_size) ** 2 + 1
+
+
+# The family used across profiles. The first three are trained here (embedded data); the /16 ones are the
+# standard ImageNet shapes (ViT-Ti/S/B at 224 px) the papers deploy.
+VIT_FAMILY: dict[str, ViTShape] = {
+    "edge-tiny": ViTShape(32, 8, 48, 4, 3, 192),
+    "edge-small": ViTShape(32, 8, 64, 8, 4, 256),
+    "edge-base": ViTShape(32, 4, 192, 12, 3, 768),
+    "vit-ti16": ViTShape(224, 16, 192, 12, 3, 768),
+    "vit-s16": ViTShape(224, 16, 384, 12, 6, 1536),
+    "vit-b16": ViTShape(224, 16, 768, 12, 12, 3072),
+}
+
+
+def build_vit(
+    shape: ViTShape | str, num_classes: int, *, device: torch.device | str | None = None, dtype=None
+) -> VisionTransformer:
+    """A timm VisionTransformer of `shape` (a ViTShape or a VIT_FAMILY name) with a CLS-token head."""
+    if isinstance(shape, str):
+        if shape not in VIT_FAMILY:
+            raise ValueError(f"unknown ViT {shape!r}; expected a ViTShape or one of {list(VIT_FAMILY)}")
+        shape = VIT_FAMILY[shape]
+    model = VisionTransformer(
+        img_size=shape.img_size,
+        patch_size=shape.patch_size,
+        embed_dim=shape.embed_dim,
+        depth=shape.depth,
+        num_heads=shape.num_heads,
+        mlp_ratio=shape.mlp_hidden / shape.embed_dim,
+        num_classes=num_classes,
+        device=device,
+        dtype=dtype,
+    )
+    if shape.head_dim:  # timm builds heads of embed_dim / num_heads; swap in attention with the pruned head size
+        for block in model.blocks:
+            block.attn = Attention(
+                shape.embed_dim,
+                shape.num_heads,
+                attn_head_dim=shape.head_dim,
+                qkv_bias=True,
+                device=device,
+                dtype=dtype,
+            )
+    return model
+
+
+def vit_shape(model: VisionTransformer) -> ViTShape:
+    """Read a timm ViT's shape back (uniform blocks assumed)."""
+    block = model.blocks[0]
+    head_dim = block.attn.head_dim
+    return ViTShape(
+        img_size=model.patch_embed.img_size[0],
+        patch_size=model.patch_embed.patch_size[0],
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=block.attn.num_heads,
+        mlp_hidden=block.mlp.fc1.out_features,
+        head_dim=None if head_dim * block.attn.num_heads == model.embed_dim else head_dim,
+    )
+
+
+def prune_width(model: VisionTransformer, width: float) -> VisionTransformer:
+    """A plain timm ViT keeping `width` of every block's heads and MLP units, ranked by L1 norm of their weights.
+
+    Heads are ranked by the L1 norm of their output-projection columns, MLP units by their fc1 rows plus fc2
+    columns (the magnitude criterion BlockTrainer uses for MLP neurons). Kept units stay in their original order,
+    so `width=1.0` returns an exact copy.
+    """
+    if not 0 < width <= 1:
+        raise ValueError(f"width={width} must lie in (0, 1]")
+    shape = vit_shape(model)
+    hd = shape.head_dim or shape.embed_dim // shape.num_heads
+    heads = max(1, round(width * shape.num_heads))
+    hidden = max(1, round(width * shape.mlp_hidden))
+    small_shape = replace(
+        shape, num_heads=heads, mlp_hidden=hidden, head_dim=hd if heads * hd != shape.embed_dim else None
+    )
+    small = build_vit(small_shape, model.num_classes, device=model.cls_token.device, dtype=model.cls_token.dtype)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}
+    for i, block in enumerate(model.blocks):
+        state.update(_pruned_block_state(block, f"blocks.{i}.", heads, hidden, hd))
+    small.load_state_dict(state, strict=True)
+    return small
+
+
+def _pruned_block_state(block, prefix: str, heads: int, hidden: int, hd: int) -> dict[str, torch.Tensor]:
+    state = {prefix + k: v for k, v in block.state_dict().items()}
+    proj = block.attn.proj.weight  # (C, H*hd)
+    head_score = proj.abs().view(proj.shape[0], -1, hd).sum(dim=(0, 2))  # (H,)
+    keep_heads = head_score.topk(heads).indices.sort().values
+    dims = (keep_heads[:, None] * hd + torch.arange(hd)).flatten()  # kept columns within q, k or v
+    n_all = head_score.numel() * hd
+    qkv_rows = torch.cat([dims, dims + n_all, dims + 2 * n_all])
+    unit_score = block.mlp.fc1.weight.abs().sum(1) + block.mlp.fc2.weight.abs().sum(0)  # (hidden,)
+    keep_units = unit_score.topk(hidden).indices.sort().values
+    state[prefix + "attn.qkv.weight"] = block.attn.qkv.weight[qkv_rows]
+    if block.attn.qkv.bias is not None:
+        state[prefix + "attn.qkv.bias"] = block.attn.qkv.bias[qkv_rows]
+    state[prefix + "attn.proj.weight"] = proj[:, dims]
+    state[prefix + "mlp.fc1.weight"] = block.mlp.fc1.weight[keep_units]
+    state[prefix + "mlp.fc1.bias"] = block.mlp.fc1.bias[keep_units]
+    state[prefix + "mlp.fc2.weight"] = block.mlp.fc2.weight[:, keep_units]
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+__all__ = ["VIT_FAMILY", "ViTShape", "build_vit", "prune_width", "vit_shape"]

@@ -1,0 +1,38 @@
+"""Profiles: named sets of a section's parameter values (smoke, default, gpu, paper), any of which can be overridden.
+
+Each section keeps its own profiles next to its config dataclass; `resolve` applies overrides, where `None` means
+"keep the profile's value" (that is how a notebook's parameters cell stays usable for every profile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+PROFILES = ("smoke", "default", "gpu", "paper")
+C = TypeVar("C")
+
+
+def resolve(profiles: dict[str, C], profile: str, **overrides: Any) -> C:
+    """The profile's config with every non-None override applied (the config validates itself on creation)."""
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {list(profiles)}")
+    base = profiles[profile]
+    names = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{type(base).__name__} has no parameter(s) {unknown}; accepted: {sorted(names)}")
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def pick_device(device: str = "auto"):
+    """'auto' → CUDA (NVIDIA or ROCm) if present, else Apple MPS, else CPU; or the named device."""
+    import torch
+
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
