@@ -25,8 +25,8 @@ def root() -> Path:
 
 
 def runs_dir() -> Path:
-    """Git-ignored caches, checkpoints, executed notebooks and the manifest."""
-    return root() / "runs"
+    """Git-ignored caches, checkpoints, executed notebooks and the manifest (`EDGETUNE_RUNS` redirects it)."""
+    return Path(os.environ["EDGETUNE_RUNS"]) if os.environ.get("EDGETUNE_RUNS") else root() / "runs"
 
 
 def figures_dir(section: str | None = None) -> Path:

@@ -132,15 +132,13 @@ def _factor(kind: str, severity: float) -> dict[str, float]:
 def class_attributes(spec: SceneSpec) -> torch.Tensor:
     """(num_classes, 3) long: per class (shape, colour, texture) — or (marker colour, corner, stripes) if fine.
 
-    A fixed permutation spreads classes over the attribute grid so that few classes still differ in every
-    attribute; the table depends only on the spec, never on a seed.
+    A bijection of the class index onto the attribute grid in which neighbouring classes differ in every
+    attribute, so that a few classes already use every kind of cue; it depends only on the spec, never on a seed.
     """
     sizes = (len(PALETTE), 4, 4) if spec.fine_grained else (len(SHAPES), len(PALETTE), len(TEXTURES))
-    total = sizes[0] * sizes[1] * sizes[2]
-    # A multiplicative walk coprime with `total` visits every combination once, spread out.
-    step = next(s for s in range(int(total * 0.618), total) if math.gcd(s, total) == 1)
-    codes = (torch.arange(spec.num_classes) * step) % total
-    return torch.stack([codes // (sizes[1] * sizes[2]), (codes // sizes[2]) % sizes[1], codes % sizes[2]], dim=1)
+    c = torch.arange(spec.num_classes)
+    a, b, t = c % sizes[0], (c // sizes[0]) % sizes[1], c // (sizes[0] * sizes[1])
+    return torch.stack([a, (a + b) % sizes[1], (t + a + b) % sizes[2]], dim=1)
 
 
 def render_scenes(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 from timm.layers import Attention
 from timm.models.vision_transformer import VisionTransformer
+from torch.utils.flop_counter import FlopCounterMode
 
 
 @dataclass(frozen=True)
@@ -140,4 +141,21 @@ def _pruned_block_state(block, prefix: str, heads: int, hidden: int, hd: int) ->
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-__all__ = ["VIT_FAMILY", "ViTShape", "build_vit", "prune_width", "vit_shape"]
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass, counted by torch's FlopCounterMode.
+
+    FlopCounterMode does not count the CPU kernel behind `scaled_dot_product_attention`, so attention would go
+    missing from the count on CPU; timm's attention modules are switched to their explicit-matmul path
+    (`fused_attn = False`, same maths) while counting, then restored.
+    """
+    attns = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    saved = [m.fused_attn for m in attns]
+    try:
+        for m in attns:
+            m.fused_attn = False
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for m, fused in zip(attns, saved, strict=True):
+            m.fused_attn = fused
+    return counter.get_total_flops()

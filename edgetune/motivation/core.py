@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from edgetune.data.partition import LABEL_GROUP_SETTINGS, dirichlet_split, label_group_split, label_histogram
 from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, domain_stream, render_scenes
-from edgetune.models import VIT_FAMILY, build_vit, load_vit, prune_width
+from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit, prune_width
 from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS, MotivationConfig
 from edgetune.motivation.train import EarlyExitViT, accuracy, finetune, train_early_exit
+from edgetune.paths import data_dir
 from edgetune.profiles import pick_device
 from edgetune.runs import (
     RunResult,
@@ -65,8 +65,8 @@ def load_source(cfg: MotivationConfig) -> Source:
         return Source(cfg, spec, train, test)
     from edgetune.data.readers import cifar100, to_tensor_resized
 
-    train_set = cifar100("data", train=True, transform=to_tensor_resized(size))
-    test_set = cifar100("data", train=False, transform=to_tensor_resized(size))
+    train_set = cifar100(data_dir(), train=True, transform=to_tensor_resized(size))
+    test_set = cifar100(data_dir(), train=False, transform=to_tensor_resized(size))
     return Source(cfg, spec, _stack(train_set, cfg.train_size), _stack(test_set, cfg.test_size))
 
 
@@ -186,9 +186,8 @@ def measure_family(names: tuple[str, ...], repeats: int, device, num_classes: in
     for name in names:
         model = build_vit(name, num_classes).to(device).eval()
         x = torch.rand(1, 3, VIT_FAMILY[name].img_size, VIT_FAMILY[name].img_size, device=device)
+        flops = forward_flops(model, x)
         with torch.no_grad():
-            with FlopCounterMode(display=False) as counter:
-                model(x)
             times = [_timed(model, x, device) for _ in range(repeats + 1)][1:]  # first call warms up
         params, _ = count_parameters(model)
         rows.append(
@@ -196,7 +195,7 @@ def measure_family(names: tuple[str, ...], repeats: int, device, num_classes: in
                 "model": name,
                 "params_m": params / 1e6,
                 "size_mb": params * 4 / 2**20,
-                "gflops": counter.get_total_flops() / 1e9,
+                "gflops": flops / 1e9,
                 "latency_ms": 1e3 * statistics.median(times),
             }
         )

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from edgetune.models import VIT_FAMILY, ViTShape, build_vit, prune_width, vit_shape
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("vit-ti16", 5_717_416), ("vit-s16", 22_050_664), ("vit-b16", 86_567_656)],  # timm's counts at 1000 classes
+)
+def test_family_matches_the_standard_vit_sizes(name, params):
+    with torch.device("meta"):
+        model = build_vit(name, 1000)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert vit_shape(model) == VIT_FAMILY[name]
+
+
+def _zero_half(model):
+    """Zero the output columns of the last half of every block's heads and MLP units."""
+    with torch.no_grad():
+        for block in model.blocks:
+            hd = block.attn.head_dim
+            keep = block.attn.num_heads // 2 * hd
+            block.attn.proj.weight[:, keep:] = 0
+            half = block.mlp.fc2.weight.shape[1] // 2
+            block.mlp.fc2.weight[:, half:] = 0
+            block.mlp.fc1.weight[half:] = 0
+    return model
+
+
+def test_prune_width_full_is_an_exact_copy():
+    torch.manual_seed(0)
+    model = build_vit("edge-small", 7).eval()
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.equal(prune_width(model, 1.0).eval()(x), model(x))
+
+
+def test_prune_width_drops_the_units_that_contribute_nothing():
+    torch.manual_seed(0)
+    model = _zero_half(build_vit("edge-small", 7)).eval()
+    small = prune_width(model, 0.5).eval()
+    x = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(small(x), model(x), atol=1e-5, rtol=1e-5)
+    shape = vit_shape(small)
+    assert shape == ViTShape(32, 8, 64, 8, 2, 128, head_dim=16)
+    # Per block: qkv 64·(3·32)+3·32, proj 32·64+64, fc1 64·128+128, fc2 128·64+64, two norms 4·64.
+    per_block = 64 * 96 + 96 + 32 * 64 + 64 + 64 * 128 + 128 + 128 * 64 + 64 + 4 * 64
+    rest = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("blocks."))
+    assert sum(p.numel() for p in small.parameters()) == rest + 8 * per_block
+
+
+def test_prune_width_validates():
+    with pytest.raises(ValueError, match=r"width=1.5 must lie in \(0, 1\]"):
+        prune_width(build_vit("edge-tiny", 2), 1.5)
+    with pytest.raises(ValueError, match="unknown ViT 'vit-z'"):
+        build_vit("vit-z", 2)
+    with pytest.raises(ValueError, match="img_size=30 must be a multiple of patch_size=8"):
+        ViTShape(img_size=30)

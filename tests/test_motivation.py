@@ -1,0 +1,90 @@
+import pandas as pd
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgetune.models import build_vit
+from edgetune.motivation import claims_rows, config
+from edgetune.motivation.core import DEVICES, DeviceBudget, device_fit, energy_ratio, measure_family, saturation
+from edgetune.motivation.train import EarlyExitViT
+
+
+def test_energy_model_reproduces_acmes_ratios():
+    # reference/acme.md §7: ratios [0.04, 0.09, ..., 1.00] from ACME's calculate_motiv_energy.py at depth 12
+    ratios = [round(energy_ratio(d, 12), 2) for d in range(1, 13)]
+    assert ratios == [0.04, 0.09, 0.15, 0.22, 0.29, 0.37, 0.46, 0.55, 0.65, 0.76, 0.88, 1.00]
+
+
+def test_early_exit_vit_returns_one_logit_set_per_block():
+    torch.manual_seed(0)
+    model = EarlyExitViT(build_vit("edge-tiny", 6)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    outs = model(x)
+    assert len(outs) == 4 and all(o.shape == (2, 6) for o in outs)
+    torch.testing.assert_close(outs[-1], model.vit(x))  # the last exit is the plain ViT
+    assert sum(p.numel() for p in model.exits.parameters()) == 3 * (2 * 48 + 48 * 6 + 6)
+
+
+def test_measured_flops_match_the_analytic_count():
+    shape_flops = measure_family(("edge-tiny",), repeats=1, device=torch.device("cpu"), num_classes=10).gflops[0]
+    t, c, h, p = 17, 48, 192, 8  # tokens, width, MLP hidden, patch
+    per_block = 2 * t * c * 3 * c + 2 * 2 * t * t * c + 2 * t * c * c + 2 * 2 * t * c * h
+    expected = 4 * per_block + 2 * 16 * (3 * p * p) * c + 2 * c * 10
+    assert shape_flops * 1e9 == pytest.approx(expected, rel=1e-9)
+    # Plain FlopCounterMode misses the fused CPU attention kernel: exactly the attention FLOPs.
+    model, x = build_vit("edge-tiny", 10).eval(), torch.rand(1, 3, 32, 32)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    assert expected - counter.get_total_flops() in (0, 4 * 2 * 2 * t * t * c)
+
+
+def test_device_fit_flags_memory_and_latency():
+    family = pd.DataFrame({"model": ["small", "big"], "size_mb": [1.0, 500.0], "gflops": [0.01, 40.0]})
+    devices = (DeviceBudget("d", memory_mb=100.0, gflops=10.0, latency_ms=50.0),)
+    fit = device_fit(family, devices)
+    assert fit.latency_ms.tolist() == pytest.approx([1.0, 4000.0])
+    assert fit.fits.tolist() == [True, False] and fit.fits_memory.tolist() == [True, False]
+    assert len(device_fit(family)) == 2 * len(DEVICES)
+
+
+def _curve(acc):
+    return pd.DataFrame(
+        {
+            "blocks": range(1, len(acc) + 1),
+            "accuracy": acc,
+            "energy_ratio": [energy_ratio(d, len(acc)) for d in range(1, len(acc) + 1)],
+        }
+    )
+
+
+def test_claims_follow_the_measurements():
+    shift = pd.DataFrame({"accuracy": [0.9, 0.5, 0.7]})
+    gap = pd.DataFrame(
+        {"domain": ["a", "a", "b", "b"], "model": ["full", "compressed"] * 2, "after": [0.8, 0.6, 0.7, 0.7]}
+    )
+    rows = claims_rows("smoke", _curve([0.3, 0.6, 0.7, 0.72]), shift, gap)
+    assert [r.holds for r in rows] == [True, True, True]
+    assert saturation(_curve([0.3, 0.6, 0.7, 0.72]))["gain_first_half"] == pytest.approx(0.3)
+    assert rows[1].reproduced_value == "clear 0.900 → mean 0.600 over 2 domains (worst 0.500)"
+    assert rows[2].reproduced_value.startswith("full 0.750 vs half-width 0.650 (gap +0.100, full ahead on 1/2")
+    flat = claims_rows(
+        "smoke",
+        _curve([0.3, 0.4, 0.5, 0.9]),
+        pd.DataFrame({"accuracy": [0.9, 0.88]}),
+        gap.assign(after=[0.7, 0.7, 0.7, 0.705]),
+    )
+    assert [r.holds for r in flat] == [False, False, False]  # no saturation, drop < 5 pp, gap < 1 pp
+
+
+def test_config_profiles_and_validation():
+    assert config("smoke").model == "edge-tiny" and config("default").model == "edge-small"
+    assert config("smoke", train_steps=7, seed=None).train_steps == 7  # None keeps the profile's value
+    assert config("smoke", seed=None).seed == config("smoke").seed
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        config("fast")
+    with pytest.raises(ValueError, match="has no parameter"):
+        config("smoke", bogus=1)
+    with pytest.raises(ValueError, match="num_domains=5: the shift stream needs at least 10 domains"):
+        config("smoke", num_domains=5)
+    with pytest.raises(ValueError, match="latency_models"):
+        config("smoke", latency_models=("vit-z",))
