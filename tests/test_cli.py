@@ -9,8 +9,16 @@ from edgetune.cli import UsageError, convert, main, parse_assignment
 
 @pytest.mark.parametrize(
     ("raw", "type_name", "value"),
-    [("7", "Optional[int]", 7), ("None", "Optional[int]", None), ("2", "float", 2), ("0.5", "float", 0.5),
-     ("True", "bool", True), ("false", "bool", False), ("cpu", "Optional[str]", "cpu"), ("3", "str", "3")],
+    [
+        ("7", "Optional[int]", 7),
+        ("None", "Optional[int]", None),
+        ("2", "float", 2),
+        ("0.5", "float", 0.5),
+        ("True", "bool", True),
+        ("false", "bool", False),
+        ("cpu", "Optional[str]", "cpu"),
+        ("3", "str", "3"),
+    ],
 )
 def test_convert_follows_the_declared_type(raw, type_name, value):
     out = convert("p", raw, type_name)
@@ -31,10 +39,13 @@ def test_parse_assignment():
 
 def _notebook(path, body):
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                   "language_info": {"name": "python"}}
-    params = nbformat.v4.new_code_cell('profile: str = "default"  # profile\nforce: bool = False  # recompute\n'
-                                       "steps: int = 3  # steps")
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    params = nbformat.v4.new_code_cell(
+        'profile: str = "default"  # profile\nforce: bool = False  # recompute\nsteps: int = 3  # steps'
+    )
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +85,9 @@ def test_reproduce_runs_a_notebook_and_writes_the_manifest(project, capsys):
 
 
 def test_a_failing_cell_is_printed_and_exits_1(project, capsys):
-    _notebook(project / "notebooks" / cli.NOTEBOOKS["motivation"], "value = steps + 1\nraise ValueError(f'boom {value}')")
+    _notebook(
+        project / "notebooks" / cli.NOTEBOOKS["motivation"], "value = steps + 1\nraise ValueError(f'boom {value}')"
+    )
     assert main(["reproduce", "--section", "motivation"]) == 1
     err = capsys.readouterr().err
     assert "motivation failed in cell" in err and "raise ValueError(f'boom {value}')" in err

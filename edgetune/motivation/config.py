@@ -21,7 +21,7 @@ class MotivationConfig:
     num_classes: int = 20
     fine_grained: bool = False
     train_size: int = 20_000
-    test_size: int = 1_000  # per domain
+    test_size: int = 500  # per domain
     # (a) the early-exit ViT: a VIT_FAMILY name, or a path to a checkpoint for load_vit (paper profile).
     model: str = "edge-small"
     batch_size: int = 128
@@ -37,9 +37,9 @@ class MotivationConfig:
     dirichlet_alphas: tuple[float, ...] = (0.1, 1.0)
     # (d) the domain stream, and (e) retraining a fixed half-width compressed model vs the full model.
     num_domains: int = 12
-    retrain_domains: int = 6
+    retrain_domains: int = 12
     retrain_size: int = 1_024
-    retrain_steps: int = 40
+    retrain_steps: int = 30
     retrain_lr: float = 1e-3
     recover_steps: int = 100
     compressed_width: float = 0.5
