@@ -192,13 +192,16 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
 
 
 def _update_manifest(section, notebook, output, params, duration, error) -> None:
-    from edgetune.profiles import pick_device
+    from edgetune.profiles import budget_s, pick_device
     from edgetune.runs import describe_device, package_versions, write_json
 
     path = runs_dir() / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {"sections": {}}
     manifest.update(git_commit=_git_commit(), versions=package_versions(), device=describe_device(pick_device()))
+    budget = budget_s(section, params["profile"])
     manifest["sections"][section] = {
+        "budget_s": budget,
+        "within_budget": None if budget is None else duration <= budget,
         "notebook": str(notebook.relative_to(root())),
         "executed_notebook": str(output.relative_to(root())),
         "parameters": params,

@@ -13,6 +13,18 @@ PROFILES = ("smoke", "default", "gpu", "paper")
 C = TypeVar("C")
 
 
+def budget_s(section: str, profile: str) -> float | None:
+    """The wall-time budget of a section's notebook under a profile (DESIGN.md), or None where none is set.
+
+    smoke and default are budgets on 2 CPU cores, gpu on one H100; the paper profile has none.
+    """
+    if profile == "smoke":
+        return 90.0 if section == "peft" else 60.0
+    if profile == "default":
+        return 120.0 if section == "motivation" else 240.0
+    return 600.0 if profile == "gpu" else None
+
+
 def resolve(profiles: dict[str, C], profile: str, **overrides: Any) -> C:
     """The profile's config with every non-None override applied (the config validates itself on creation)."""
     if profile not in profiles:

@@ -79,6 +79,7 @@ def test_reproduce_runs_a_notebook_and_writes_the_manifest(project, capsys):
     entry = manifest["sections"]["motivation"]
     assert entry["status"] == "ok" and entry["parameters"] == {"profile": "smoke", "force": False, "steps": 4}
     assert entry["executed_notebook"] == "runs/notebooks/01_motivation.ipynb" and entry["duration_s"] > 0
+    assert entry["budget_s"] == 60 and entry["within_budget"] is True
     assert {"torch", "timm", "papermill"} <= set(manifest["versions"]) and "device" in manifest
     assert (project / "runs" / "notebooks" / "01_motivation.ipynb").exists()
     assert "skipping customization" in capsys.readouterr().err

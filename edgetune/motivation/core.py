@@ -18,7 +18,7 @@ from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, domain_
 from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit, prune_width
 from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS, MotivationConfig
 from edgetune.motivation.train import EarlyExitViT, accuracy, finetune, train_early_exit
-from edgetune.paths import data_dir
+from edgetune.paths import data_dir, root
 from edgetune.profiles import pick_device
 from edgetune.runs import (
     RunResult,
@@ -50,10 +50,16 @@ class Source:
         return apply_domain(x[idx], domain, seed=seed), y[idx]
 
 
+def model_path(cfg: MotivationConfig) -> Path:
+    """A checkpoint path from the config; relative paths are taken from the project root, not the cwd."""
+    path = Path(cfg.model)
+    return path if path.is_absolute() else root() / path
+
+
 def model_image_size(cfg: MotivationConfig) -> int:
     if cfg.model in VIT_FAMILY:
         return VIT_FAMILY[cfg.model].img_size
-    return load_vit(cfg.model, num_classes=cfg.num_classes).patch_embed.img_size[0]
+    return load_vit(model_path(cfg), num_classes=cfg.num_classes).patch_embed.img_size[0]
 
 
 def load_source(cfg: MotivationConfig) -> Source:
@@ -82,7 +88,10 @@ def stream(cfg: MotivationConfig) -> list[Domain]:
 
 # ---------------------------------------------------------------------------------------------- (a) depth
 def new_model(cfg: MotivationConfig) -> EarlyExitViT:
-    vit = build_vit(cfg.model, cfg.num_classes) if cfg.model in VIT_FAMILY else load_vit(cfg.model, cfg.num_classes)
+    if cfg.model in VIT_FAMILY:
+        vit = build_vit(cfg.model, cfg.num_classes)
+    else:
+        vit = load_vit(model_path(cfg), cfg.num_classes).train()
     torch.manual_seed(cfg.seed)  # the exits' initialization (the ViT's own is fixed by the same seed upstream)
     return EarlyExitViT(vit)
 
