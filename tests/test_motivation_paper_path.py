@@ -5,8 +5,7 @@ import torch
 from test_readers import _write_cifar  # the CIFAR-100 pickle fixture
 from transformers import ViTConfig, ViTForImageClassification
 
-from edgetune.motivation import config
-from edgetune.motivation import core
+from edgetune.motivation import config, core
 
 
 def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
