@@ -202,8 +202,8 @@ def _update_manifest(section, notebook, output, params, duration, error) -> None
     manifest["sections"][section] = {
         "budget_s": budget,
         "within_budget": None if budget is None else duration <= budget,
-        "notebook": str(notebook.relative_to(root())),
-        "executed_notebook": str(output.relative_to(root())),
+        "notebook": _display(notebook),
+        "executed_notebook": _display(output),
         "parameters": params,
         "duration_s": round(duration, 2),
         "status": "failed" if error else "ok",
@@ -211,6 +211,14 @@ def _update_manifest(section, notebook, output, params, duration, error) -> None
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(path, manifest)
+
+
+def _display(path: Path) -> str:
+    """A path relative to the project root where it lies inside it (runs/ may be redirected elsewhere)."""
+    try:
+        return str(path.relative_to(root()))
+    except ValueError:
+        return str(path)
 
 
 def _git_commit() -> str | None:

@@ -100,3 +100,13 @@ def test_a_failing_cell_is_printed_and_exits_1(project, capsys):
 def test_claims_command_prints_the_ledger(capsys):
     assert main(["claims"]) == 0
     assert "ledger is empty" in capsys.readouterr().out
+
+
+def test_manifest_handles_a_runs_folder_outside_the_project(project, tmp_path_factory, monkeypatch):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.setenv("EDGETUNE_RUNS", str(elsewhere))
+    _notebook(project / "notebooks" / cli.NOTEBOOKS["motivation"], "x = 1")
+    assert main(["reproduce", "--section", "motivation"]) == 0
+    entry = json.loads((elsewhere / "manifest.json").read_text())["sections"]["motivation"]
+    assert entry["executed_notebook"] == str(elsewhere / "notebooks" / "01_motivation.ipynb")
+    assert entry["notebook"] == "notebooks/01_motivation.ipynb"

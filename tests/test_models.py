@@ -49,6 +49,13 @@ def test_prune_width_drops_the_units_that_contribute_nothing():
     assert sum(p.numel() for p in small.parameters()) == rest + 8 * per_block
 
 
+def test_prune_width_stays_on_the_model_device():
+    with torch.device("meta"):  # any non-CPU device: index tensors must be created where the weights are
+        model = build_vit("edge-tiny", 3)
+    small = prune_width(model, 0.5)
+    assert {p.device.type for p in small.parameters()} == {"meta"}
+
+
 def test_prune_width_validates():
     with pytest.raises(ValueError, match=r"width=1.5 must lie in \(0, 1\]"):
         prune_width(build_vit("edge-tiny", 2), 1.5)

@@ -126,7 +126,7 @@ def _pruned_block_state(block, prefix: str, heads: int, hidden: int, hd: int) ->
     proj = block.attn.proj.weight  # (C, H*hd)
     head_score = proj.abs().view(proj.shape[0], -1, hd).sum(dim=(0, 2))  # (H,)
     keep_heads = head_score.topk(heads).indices.sort().values
-    dims = (keep_heads[:, None] * hd + torch.arange(hd)).flatten()  # kept columns within q, k or v
+    dims = (keep_heads[:, None] * hd + torch.arange(hd, device=proj.device)).flatten()  # kept q, k or v columns
     n_all = head_score.numel() * hd
     qkv_rows = torch.cat([dims, dims + n_all, dims + 2 * n_all])
     unit_score = block.mlp.fc1.weight.abs().sum(1) + block.mlp.fc2.weight.abs().sum(0)  # (hidden,)

@@ -42,9 +42,10 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return x * 2 - 1
 
 
-def _batch(x: torch.Tensor, y: torch.Tensor, size: int, g: torch.Generator, device) -> tuple[torch.Tensor, ...]:
-    idx = torch.randint(0, len(x), (size,), generator=g)
-    return normalize(x[idx].to(device, non_blocking=True)), y[idx].to(device, non_blocking=True)
+def _batch(x: torch.Tensor, y: torch.Tensor, size: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A random batch drawn (with replacement) by a CPU generator from data already on the training device."""
+    idx = torch.randint(0, len(x), (size,), generator=g).to(x.device)
+    return normalize(x[idx]), y[idx]
 
 
 def _autocast(device: torch.device):
@@ -72,11 +73,13 @@ def train_early_exit(
     (tests use it to simulate a crash); a later call resumes from the newest checkpoint.
     """
     model.to(device)
+    data = tuple(t.to(device) for t in data)  # the whole (small) training set lives on the device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
     g = torch.Generator().manual_seed(seed)
     ckpt = Checkpointer(folder / "checkpoints", every=checkpoint_every)
     start, history = ckpt.restore(model, optimizer, g)
+    pending: list[torch.Tensor] = []  # per-step losses kept on the device: one host sync per checkpoint, not per step
     model.train()
     with Meter(device) as meter:
         for step in tqdm(range(start, steps), desc="early-exit ViT", initial=start, total=steps, mininterval=2):
@@ -84,15 +87,17 @@ def train_early_exit(
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumes exactly
                 group["lr"] = lr * _lr_factor(step, warmup, steps)
-            x, y = _batch(*data, batch_size, g, device)
+            x, y = _batch(*data, batch_size, g)
             with _autocast(device):
-                losses = [F.cross_entropy(logits.float(), y) for logits in model(x)]
-            loss = torch.stack(losses).sum()
+                losses = torch.stack([F.cross_entropy(logits.float(), y) for logits in model(x)])
+            loss = losses.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            history.append({"step": step + 1, "loss": loss.item(), "loss_last_exit": losses[-1].item()})
-            ckpt.maybe_save(step + 1, model, optimizer, g, history, final=step + 1 == steps)
+            pending.append(torch.stack([loss, losses[-1]]).detach())
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+                history += _flush(pending, step + 1)
+                ckpt.maybe_save(step + 1, model, optimizer, g, history, final=step + 1 == steps)
     total, trainable = count_parameters(model)
     return RunResult(
         stage="motivation-early-exit",
@@ -107,6 +112,14 @@ def train_early_exit(
         device=describe_device(device),
         versions=package_versions(),
     )
+
+
+def _flush(pending: list[torch.Tensor], last_step: int) -> list[dict[str, float]]:
+    """Turn the device-side losses of the steps up to `last_step` into history rows, and empty the buffer."""
+    values = torch.stack(pending).tolist()
+    pending.clear()
+    first = last_step - len(values) + 1
+    return [{"step": first + i, "loss": total, "loss_last_exit": last} for i, (total, last) in enumerate(values)]
 
 
 def _lr_factor(step: int, warmup: int, steps: int) -> float:
@@ -128,18 +141,19 @@ def finetune(
 ) -> list[float]:
     """Plain cross-entropy fine-tuning of a classifier for `steps` (AdamW, constant lr); returns the losses."""
     model.to(device).train()
+    data = tuple(t.to(device) for t in data)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(steps):
-        x, y = _batch(*data, batch_size, g, device)
+        x, y = _batch(*data, batch_size, g)
         with _autocast(device):
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    return losses
+        losses.append(loss.detach())
+    return torch.stack(losses).tolist() if losses else []
 
 
 @torch.no_grad()
