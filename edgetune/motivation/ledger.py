@@ -59,5 +59,6 @@ def _gap_claim(profile: str, gap: pd.DataFrame) -> Claim:
         f"(gap {diff.mean():+.3f}, full ahead on {int((diff > 0).sum())}/{len(diff)} domains)",
         profile=profile,
         holds=bool(diff.mean() >= GAP_MIN),
-        note=f"holds if the full model is ahead by at least {GAP_MIN:.2f} on average",
+        note=f"same steps, batch and learning rate for both; holds if the full model is ahead by at least "
+        f"{GAP_MIN:.2f} on average",
     )
