@@ -88,3 +88,13 @@ def test_config_profiles_and_validation():
         config("smoke", num_domains=5)
     with pytest.raises(ValueError, match="latency_models"):
         config("smoke", latency_models=("vit-z",))
+
+
+def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
+    from edgetune.motivation import config as config_module
+    from edgetune.runs import config_hash
+
+    key = config("smoke").subset("seed", "train_steps")
+    assert key == {"seed": 0, "train_steps": 150, "scenes_version": config_module.SCENES_VERSION}
+    monkeypatch.setattr(config_module, "SCENES_VERSION", config_module.SCENES_VERSION + 1)
+    assert config_hash(config("smoke").subset("seed", "train_steps")) != config_hash(key)

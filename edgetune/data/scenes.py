@@ -39,6 +39,8 @@ PALETTE = torch.tensor(
 )
 MAX_CLASSES = len(SHAPES) * len(PALETTE) * len(TEXTURES)
 MAX_FINE_CLASSES = len(PALETTE) * 4 * 4  # marker colour × corner × stripe count
+# Bump when a change alters the rendered pixels: cached stages trained on scenes include it in their key.
+SCENES_VERSION = 2
 CHUNK = 2048  # images rendered at once; fixed so results do not depend on the caller's batch size
 MAX_CLUTTER = 6
 
@@ -322,5 +324,5 @@ def _apply_domain(image: torch.Tensor, d: Domain, u, v, g: torch.Generator) -> t
     if d.fog:  # denser further up the image, i.e. further from the camera
         density = d.fog * (0.55 + 0.3 * (1 - v.unsqueeze(1)) / 2)  # (1, 1, S, 1)
         image.lerp_(torch.full((), 0.78).expand_as(image), density.expand_as(image))
-    noise = torch.rand(image.shape, generator=g).sub_(0.5).mul_(0.1)  # sensor noise, uniform, std 0.029
+    noise = torch.rand(b, 1, s, s, generator=g).sub_(0.5).mul_(0.1)  # luminance sensor noise, uniform, std 0.029
     return image.add_(noise).clamp_(0, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from edgetune.data.scenes import SCENES_VERSION
 from edgetune.models.vit import VIT_FAMILY
 from edgetune.profiles import resolve
 
@@ -61,8 +62,9 @@ class MotivationConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
     def subset(self, *names: str) -> dict:
-        """The named fields as a dict: what keys a cached stage (so unrelated changes do not invalidate it)."""
-        return {name: getattr(self, name) for name in names}
+        """The named fields as a dict, plus the scene generator's version: what keys a cached stage (so unrelated
+        parameter changes do not invalidate it, and a change to the rendered data does)."""
+        return {**{name: getattr(self, name) for name in names}, "scenes_version": SCENES_VERSION}
 
 
 TRAIN_FIELDS = (
