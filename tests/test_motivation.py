@@ -91,8 +91,11 @@ def test_config_profiles_and_validation():
 
 
 def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
-    from edgetune.motivation import config as config_module
+    import importlib
+
     from edgetune.runs import config_hash
+
+    config_module = importlib.import_module("edgetune.motivation.config")  # the module, not the function
 
     key = config("smoke").subset("seed", "train_steps")
     assert key == {"seed": 0, "train_steps": 150, "scenes_version": config_module.SCENES_VERSION}
