@@ -63,7 +63,7 @@ def build_vit(
         patch_size=shape.patch_size,
         embed_dim=shape.embed_dim,
         depth=shape.depth,
-        num_heads=shape.num_heads,
+        num_heads=shape.num_heads if shape.head_dim is None else 1,  # attention is replaced below
         mlp_ratio=shape.mlp_hidden / shape.embed_dim,
         num_classes=num_classes,
         device=device,
@@ -107,37 +107,64 @@ def prune_width(model: VisionTransformer, width: float) -> VisionTransformer:
     if not 0 < width <= 1:
         raise ValueError(f"width={width} must lie in (0, 1]")
     shape = vit_shape(model)
-    hd = shape.head_dim or shape.embed_dim // shape.num_heads
     heads = max(1, round(width * shape.num_heads))
     hidden = max(1, round(width * shape.mlp_hidden))
+    keep = [(_top(head_l1(b), heads), _top(unit_l1(b), hidden)) for b in model.blocks]
+    return narrow_vit(model, list(range(shape.depth)), keep)
+
+
+def head_l1(block) -> torch.Tensor:
+    """(H,) L1 norm of each head's output-projection columns."""
+    proj = block.attn.proj.weight  # (C, H*hd)
+    return proj.abs().view(proj.shape[0], block.attn.num_heads, -1).sum(dim=(0, 2))
+
+
+def unit_l1(block) -> torch.Tensor:
+    """(hidden,) L1 norm of each MLP unit's fc1 row plus fc2 column."""
+    return block.mlp.fc1.weight.abs().sum(1) + block.mlp.fc2.weight.abs().sum(0)
+
+
+def _top(score: torch.Tensor, k: int) -> torch.Tensor:
+    return score.topk(k).indices.sort().values
+
+
+def narrow_vit(
+    model: VisionTransformer, blocks: list[int], keep: list[tuple[torch.Tensor, torch.Tensor]]
+) -> VisionTransformer:
+    """A plain timm ViT made of `blocks` of `model` (renumbered 0..), block j keeping heads `keep[j][0]` and MLP
+    units `keep[j][1]` (index tensors, the same count in every block). Embeddings, norms and head are copied."""
+    shape = vit_shape(model)
+    hd = shape.head_dim or shape.embed_dim // shape.num_heads
+    heads, hidden = len(keep[0][0]), len(keep[0][1])
     small_shape = replace(
-        shape, num_heads=heads, mlp_hidden=hidden, head_dim=hd if heads * hd != shape.embed_dim else None
+        shape,
+        depth=len(blocks),
+        num_heads=heads,
+        mlp_hidden=hidden,
+        head_dim=hd if heads * hd != shape.embed_dim else None,
     )
     small = build_vit(small_shape, model.num_classes, device=model.cls_token.device, dtype=model.cls_token.dtype)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}
-    for i, block in enumerate(model.blocks):
-        state.update(_pruned_block_state(block, f"blocks.{i}.", heads, hidden, hd))
+    for j, (i, (head_idx, unit_idx)) in enumerate(zip(blocks, keep, strict=True)):
+        state.update(narrow_block_state(model.blocks[i], f"blocks.{j}.", head_idx, unit_idx))
     small.load_state_dict(state, strict=True)
     return small
 
 
-def _pruned_block_state(block, prefix: str, heads: int, hidden: int, hd: int) -> dict[str, torch.Tensor]:
+def narrow_block_state(block, prefix: str, head_idx: torch.Tensor, unit_idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The state dict of `block` restricted to the given heads and MLP units, under `prefix`."""
     state = {prefix + k: v for k, v in block.state_dict().items()}
-    proj = block.attn.proj.weight  # (C, H*hd)
-    head_score = proj.abs().view(proj.shape[0], -1, hd).sum(dim=(0, 2))  # (H,)
-    keep_heads = head_score.topk(heads).indices.sort().values
-    dims = (keep_heads[:, None] * hd + torch.arange(hd, device=proj.device)).flatten()  # kept q, k or v columns
-    n_all = head_score.numel() * hd
+    hd, n_all = block.attn.head_dim, block.attn.num_heads * block.attn.head_dim
+    head_idx, unit_idx = head_idx.to(block.attn.qkv.weight.device), unit_idx.to(block.attn.qkv.weight.device)
+    dims = (head_idx[:, None] * hd + torch.arange(hd, device=head_idx.device)).flatten()  # kept q, k or v columns
     qkv_rows = torch.cat([dims, dims + n_all, dims + 2 * n_all])
-    unit_score = block.mlp.fc1.weight.abs().sum(1) + block.mlp.fc2.weight.abs().sum(0)  # (hidden,)
-    keep_units = unit_score.topk(hidden).indices.sort().values
     state[prefix + "attn.qkv.weight"] = block.attn.qkv.weight[qkv_rows]
     if block.attn.qkv.bias is not None:
         state[prefix + "attn.qkv.bias"] = block.attn.qkv.bias[qkv_rows]
-    state[prefix + "attn.proj.weight"] = proj[:, dims]
-    state[prefix + "mlp.fc1.weight"] = block.mlp.fc1.weight[keep_units]
-    state[prefix + "mlp.fc1.bias"] = block.mlp.fc1.bias[keep_units]
-    state[prefix + "mlp.fc2.weight"] = block.mlp.fc2.weight[:, keep_units]
+    state[prefix + "attn.proj.weight"] = block.attn.proj.weight[:, dims]
+    state[prefix + "mlp.fc1.weight"] = block.mlp.fc1.weight[unit_idx]
+    state[prefix + "mlp.fc1.bias"] = block.mlp.fc1.bias[unit_idx]
+    state[prefix + "mlp.fc2.weight"] = block.mlp.fc2.weight[:, unit_idx]
     return {k: v.detach().clone() for k, v in state.items()}
 
 

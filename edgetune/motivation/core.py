@@ -17,7 +17,7 @@ from edgetune.data.partition import LABEL_GROUP_SETTINGS, dirichlet_split, label
 from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, domain_stream, render_scenes
 from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit, prune_width
 from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS, MotivationConfig
-from edgetune.motivation.train import EarlyExitViT, accuracy, finetune, train_early_exit
+from edgetune.motivation.train import EarlyExitViT, train_early_exit
 from edgetune.paths import data_dir, root
 from edgetune.profiles import pick_device
 from edgetune.runs import (
@@ -29,6 +29,7 @@ from edgetune.runs import (
     package_versions,
     save_weights,
 )
+from edgetune.training import accuracy, finetune
 
 
 # ---------------------------------------------------------------------------------------------- data

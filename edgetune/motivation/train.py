@@ -1,5 +1,5 @@
-"""Training loops of the motivation section: a ViT with an early-exit head after every block, and short
-fine-tuning runs (recovering a compressed model, retraining on a new domain). Plain, visible loops."""
+"""The motivation section's training loop: a ViT with an early-exit head after every block. Plain and visible;
+short fine-tuning runs use `edgetune.training.finetune`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edgetune.runs import Checkpointer, Meter, RunResult, count_parameters, describe_device, package_versions
+from edgetune.training import autocast, draw_batch
 
 
 class EarlyExitViT(nn.Module):
@@ -35,21 +36,6 @@ class EarlyExitViT(nn.Module):
         final, inter = self.vit.forward_intermediates(x, return_prefix_tokens=True, output_fmt="NLC")
         logits = [head(prefix[:, 0]) for head, (_, prefix) in zip(self.exits, inter[:-1], strict=True)]
         return [*logits, self.vit.forward_head(final)]
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] → [-1, 1] (the 0.5/0.5 normalization of the google ViT checkpoints)."""
-    return x * 2 - 1
-
-
-def _batch(x: torch.Tensor, y: torch.Tensor, size: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """A random batch drawn (with replacement) by a CPU generator from data already on the training device."""
-    idx = torch.randint(0, len(x), (size,), generator=g).to(x.device)
-    return normalize(x[idx]), y[idx]
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def train_early_exit(
@@ -87,8 +73,8 @@ def train_early_exit(
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumes exactly
                 group["lr"] = lr * _lr_factor(step, warmup, steps)
-            x, y = _batch(*data, batch_size, g)
-            with _autocast(device):
+            x, y = draw_batch(*data, batch_size, g)
+            with autocast(device):
                 losses = torch.stack([F.cross_entropy(logits.float(), y) for logits in model(x)])
             loss = losses.sum()
             optimizer.zero_grad(set_to_none=True)
@@ -127,47 +113,3 @@ def _lr_factor(step: int, warmup: int, steps: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return 0.5 * (1 + math.cos(progress * math.pi))
-
-
-def finetune(
-    model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor],
-    *,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    device: torch.device,
-) -> list[float]:
-    """Plain cross-entropy fine-tuning of a classifier for `steps` (AdamW, constant lr); returns the losses."""
-    model.to(device).train()
-    data = tuple(t.to(device) for t in data)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        x, y = _batch(*data, batch_size, g)
-        with _autocast(device):
-            loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses).tolist() if losses else []
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512) -> list[float]:
-    """Top-1 accuracy of every output of `model` (one for a classifier, one per exit for an EarlyExitViT)."""
-    model.to(device).eval()
-    x_all, y_all = data
-    correct = None
-    for start in range(0, len(x_all), batch_size):
-        x = normalize(x_all[start : start + batch_size].to(device))
-        y = y_all[start : start + batch_size].to(device)
-        with _autocast(device):
-            outputs = model(x)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        hits = torch.stack([(o.argmax(-1) == y).sum() for o in outputs]).cpu()
-        correct = hits if correct is None else correct + hits
-    return (correct.double() / len(x_all)).tolist()

@@ -1,0 +1,72 @@
+"""Small pieces every section's training loop shares: batches drawn by an explicit generator, bf16 autocast on
+GPU, plain cross-entropy fine-tuning and top-1 accuracy. The loops themselves stay in each section."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] → [-1, 1] (the 0.5/0.5 normalization of the google ViT checkpoints)."""
+    return x * 2 - 1
+
+
+def draw_batch(x: torch.Tensor, y: torch.Tensor, size: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A random batch drawn (with replacement) by a CPU generator from data already on the training device."""
+    idx = torch.randint(0, len(x), (size,), generator=g).to(x.device)
+    return normalize(x[idx]), y[idx]
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, a no-op elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def finetune(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> list[float]:
+    """Plain cross-entropy fine-tuning of a classifier for `steps` (AdamW, constant lr); returns the losses."""
+    model.to(device).train()
+    data = tuple(t.to(device) for t in data)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        x, y = draw_batch(*data, batch_size, g)
+        with autocast(device):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).tolist() if losses else []
+
+
+@torch.no_grad()
+def accuracy(model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512) -> list[float]:
+    """Top-1 accuracy of every output of `model` (a classifier: one; a multi-exit model: one per exit).
+
+    `model` is a module or any callable mapping normalized images to logits (or a list of logits).
+    """
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
+    x_all, y_all = data
+    correct = None
+    for start in range(0, len(x_all), batch_size):
+        x = normalize(x_all[start : start + batch_size].to(device))
+        y = y_all[start : start + batch_size].to(device)
+        with autocast(device):
+            outputs = model(x)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        hits = torch.stack([(o.argmax(-1) == y).sum() for o in outputs]).cpu()
+        correct = hits if correct is None else correct + hits
+    return (correct.double() / len(x_all)).tolist()
