@@ -49,7 +49,7 @@ def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
     curve = core.depth_curve(model, source, torch.device("cpu"))
     assert curve.blocks.tolist() == [1, 2] and set(curve.accuracy * 4) <= {0, 1, 2, 3, 4}
     domains = core.stream(cfg)
-    shift = core.stream_accuracy(model, source, domains, torch.device("cpu"))
+    shift = core.stream_accuracy(cfg, model, source, domains, torch.device("cpu"))
     assert len(shift) == 13 and shift.domain.iloc[0] == "clear"
     gap = core.retraining_gap(cfg, model, source, domains)
     assert gap.model.tolist() == ["full", "compressed"] and gap.domain.nunique() == 1

@@ -13,12 +13,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from edgetune.data import sources as data_sources
 from edgetune.data.partition import LABEL_GROUP_SETTINGS, dirichlet_split, label_group_split, label_histogram
-from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, domain_stream, render_scenes
+from edgetune.data.scenes import CLEAR, Domain, domain_stream
+from edgetune.data.sources import Source
 from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit, prune_width
 from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS, MotivationConfig
 from edgetune.motivation.train import EarlyExitViT, train_early_exit
-from edgetune.paths import data_dir, root
+from edgetune.paths import root
 from edgetune.profiles import pick_device
 from edgetune.runs import (
     RunResult,
@@ -33,24 +35,6 @@ from edgetune.training import accuracy, finetune
 
 
 # ---------------------------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class Source:
-    """The clear-domain training and test data, and how to get data of a shifted domain."""
-
-    cfg: MotivationConfig
-    spec: SceneSpec
-    train: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
-
-    def domain(self, domain: Domain, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`n` labelled images of `domain`: freshly rendered scenes, or shifted real test images (paper profile)."""
-        if self.cfg.data == "scenes":
-            return render_scenes(self.spec, domain, n, seed=seed)
-        x, y = self.test
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-        return apply_domain(x[idx], domain, seed=seed), y[idx]
-
-
 def model_path(cfg: MotivationConfig) -> Path:
     """A checkpoint path from the config; relative paths are taken from the project root, not the cwd."""
     path = Path(cfg.model)
@@ -64,22 +48,15 @@ def model_image_size(cfg: MotivationConfig) -> int:
 
 
 def load_source(cfg: MotivationConfig) -> Source:
-    size = model_image_size(cfg)
-    spec = SceneSpec(cfg.num_classes, size, cfg.fine_grained)
-    if cfg.data == "scenes":
-        train = render_scenes(spec, CLEAR, cfg.train_size, seed=1_000 * cfg.seed + 1)
-        test = render_scenes(spec, CLEAR, cfg.test_size, seed=1_000 * cfg.seed + 2)
-        return Source(cfg, spec, train, test)
-    from edgetune.data.readers import cifar100, to_tensor_resized
-
-    train_set = cifar100(data_dir(), train=True, transform=to_tensor_resized(size))
-    test_set = cifar100(data_dir(), train=False, transform=to_tensor_resized(size))
-    return Source(cfg, spec, _stack(train_set, cfg.train_size), _stack(test_set, cfg.test_size))
-
-
-def _stack(dataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[i] for i in range(min(limit, len(dataset)))]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+    return data_sources.load_source(
+        cfg.data,
+        num_classes=cfg.num_classes,
+        image_size=model_image_size(cfg),
+        train_size=cfg.train_size,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+        fine_grained=cfg.fine_grained,
+    )
 
 
 def stream(cfg: MotivationConfig) -> list[Domain]:
@@ -258,11 +235,13 @@ def split_histograms(cfg: MotivationConfig, labels: torch.Tensor) -> pd.DataFram
 
 
 # ---------------------------------------------------------------------------------------------- (d) shift
-def stream_accuracy(model: EarlyExitViT, source: Source, domains: list[Domain], device) -> pd.DataFrame:
+def stream_accuracy(
+    cfg: MotivationConfig, model: EarlyExitViT, source: Source, domains: list[Domain], device
+) -> pd.DataFrame:
     """Accuracy of the deployed (last-exit) classifier on every domain of the stream, clear first."""
     rows = []
     for i, domain in enumerate(domains):
-        data = source.test if i == 0 else source.domain(domain, source.cfg.test_size, seed=_seed(source.cfg, i, 0))
+        data = source.test if i == 0 else source.domain(domain, cfg.test_size, seed=_seed(cfg.seed, i, 0))
         rows.append(
             {
                 "index": i,
@@ -274,8 +253,8 @@ def stream_accuracy(model: EarlyExitViT, source: Source, domains: list[Domain], 
     return pd.DataFrame(rows)
 
 
-def _seed(cfg: MotivationConfig, domain_index: int, purpose: int) -> int:
-    return 1_000_000 * (cfg.seed + 1) + 10 * domain_index + purpose
+def _seed(seed: int, domain_index: int, purpose: int) -> int:
+    return 1_000_000 * (seed + 1) + 10 * domain_index + purpose
 
 
 # ---------------------------------------------------------------------------------------------- (e) retraining gap
@@ -300,8 +279,8 @@ def retraining_gap(
         )
         rows = []
         for i, domain in enumerate(domains[1 : cfg.retrain_domains + 1], start=1):
-            train = source.domain(domain, cfg.retrain_size, seed=_seed(cfg, i, 1))
-            test = source.domain(domain, cfg.test_size, seed=_seed(cfg, i, 0))
+            train = source.domain(domain, cfg.retrain_size, seed=_seed(cfg.seed, i, 1))
+            test = source.domain(domain, cfg.test_size, seed=_seed(cfg.seed, i, 0))
             for name, base in (("full", model.vit), ("compressed", compressed)):
                 net = copy.deepcopy(base)
                 before = accuracy(net, test, device)[0]
@@ -335,4 +314,5 @@ def retraining_gap(
         )
 
     result, _ = cached("motivation-retraining-gap", cfg.subset(*RETRAIN_FIELDS), compute, force=force)
-    return pd.DataFrame(result.history)
+    # an explicit column order: a cached result comes back from JSON with its keys sorted
+    return pd.DataFrame(result.history, columns=["index", "domain", "model", "params_m", "before", "after"])

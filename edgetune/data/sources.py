@@ -1,0 +1,66 @@
+"""A section's labelled image data, from one place: embedded edge scenes, or a real dataset under data/.
+
+`load_source` returns clear-domain train/test tensors (images in [0, 1], (N, 3, S, S)) and `Source.domain` gives
+data of a shifted domain: freshly rendered scenes, or the real test images with the domain's lighting and weather
+applied (the paper profile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, render_scenes
+from edgetune.paths import data_dir
+
+SOURCES = ("scenes", "cifar100", "stanford_cars")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Clear-domain training and test data, and how to get data of a shifted domain."""
+
+    name: str
+    spec: SceneSpec
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+    def domain(self, domain: Domain, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` labelled images of `domain`: freshly rendered scenes, or shifted real test images."""
+        if self.name == "scenes":
+            return render_scenes(self.spec, domain, n, seed=seed)
+        x, y = self.test
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        return apply_domain(x[idx], domain, seed=seed), y[idx]
+
+
+def load_source(
+    name: str,
+    *,
+    num_classes: int,
+    image_size: int,
+    train_size: int,
+    test_size: int,
+    seed: int,
+    fine_grained: bool = False,
+) -> Source:
+    """Embedded scenes (`fine_grained` stands in for Stanford Cars), or CIFAR-100 / Stanford Cars from data/."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown data source {name!r}; expected one of {SOURCES}")
+    spec = SceneSpec(num_classes, image_size, fine_grained) if name == "scenes" else SceneSpec(2, image_size)
+    if name == "scenes":
+        train = render_scenes(spec, CLEAR, train_size, seed=1_000 * seed + 1)
+        test = render_scenes(spec, CLEAR, test_size, seed=1_000 * seed + 2)
+        return Source(name, spec, train, test)
+    from edgetune.data.readers import open_dataset, to_tensor_resized
+
+    transform = to_tensor_resized(image_size)
+    train = open_dataset(name, data_dir(), split="train", transform=transform)
+    test = open_dataset(name, data_dir(), split="test", transform=transform)
+    return Source(name, spec, _stack(train, train_size), _stack(test, test_size))
+
+
+def _stack(dataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [dataset[i] for i in range(min(limit, len(dataset)))]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
