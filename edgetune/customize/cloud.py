@@ -26,7 +26,12 @@ from edgetune.training import autocast, draw_batch
 
 
 def importance_scores(
-    vit: VisionTransformer, data: tuple[torch.Tensor, torch.Tensor], *, batches: int, batch_size: int, seed: int,
+    vit: VisionTransformer,
+    data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    batches: int,
+    batch_size: int,
+    seed: int,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Head and MLP-unit importance of the fine-tuned model, summed over `batches` training batches."""
@@ -44,8 +49,11 @@ def importance_scores(
 
 
 def distillation_loss(
-    student: tuple[torch.Tensor, list[torch.Tensor]], teacher: tuple[torch.Tensor, list[torch.Tensor]],
-    spec: SubnetSpec, depth: int, hidden_weight: float,
+    student: tuple[torch.Tensor, list[torch.Tensor]],
+    teacher: tuple[torch.Tensor, list[torch.Tensor]],
+    spec: SubnetSpec,
+    depth: int,
+    hidden_weight: float,
 ) -> torch.Tensor:
     """Soft cross-entropy on logits + `hidden_weight` × Σ MSE over hidden states (DynaBERT / ACME).
 
@@ -101,8 +109,11 @@ def train_elastic(
             for spec in specs:
                 with autocast(device):
                     out = supernet_forward(vit, x, spec, return_hidden=True)
-                    loss = (F.cross_entropy(out[0].float(), y) if target is None
-                            else distillation_loss(out, target, spec, depth, hidden_weight))
+                    loss = (
+                        F.cross_entropy(out[0].float(), y)
+                        if target is None
+                        else distillation_loss(out, target, spec, depth, hidden_weight)
+                    )
                 loss.backward()  # gradients of all specs accumulate into the shared weights
                 losses.append(loss.detach())
             torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
@@ -113,10 +124,17 @@ def train_elastic(
                 ckpt.maybe_save(step + 1, vit, optimizer, g, history, final=step + 1 == steps)
     total, trainable = count_parameters(vit)
     return RunResult(
-        stage=stage, config=config, seed=seed, history=history,
+        stage=stage,
+        config=config,
+        seed=seed,
+        history=history,
         metrics={"final_loss_full": history[-1][str(specs[0])] if history else math.nan},
-        params_total=total, params_trainable=trainable, wall_time_s=meter.wall_time_s,
-        peak_memory_bytes=meter.peak_memory_bytes, device=describe_device(device), versions=package_versions(),
+        params_total=total,
+        params_trainable=trainable,
+        wall_time_s=meter.wall_time_s,
+        peak_memory_bytes=meter.peak_memory_bytes,
+        device=describe_device(device),
+        versions=package_versions(),
     )
 
 
