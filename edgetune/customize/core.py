@@ -1,0 +1,530 @@
+"""ACME end to end on this project's data and models: the cloud builds the elastic supernet, the edge picks a
+sub-backbone (PFG) and searches a header under a parameter budget, the devices personalize the header. Every
+tensor that crosses a tier boundary goes through one `Network`, which counts its bytes as it is sent."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from edgetune.customize import comm, edge, heads
+from edgetune.customize import device as dev
+from edgetune.customize.cloud import importance_scores, train_elastic
+from edgetune.customize.comm import Network
+from edgetune.customize.config import (
+    DYNAVIT_FIELDS,
+    DYNAVITW_FIELDS,
+    FINETUNE_FIELDS,
+    CustomizeConfig,
+)
+from edgetune.customize.supernet import (
+    DEPTHS,
+    FULL,
+    WIDTHS,
+    SubnetSpec,
+    all_specs,
+    extract_subnet,
+    reorder_by_importance,
+    supernet_forward,
+)
+from edgetune.data.sources import Source, load_source
+from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit
+from edgetune.paths import root
+from edgetune.profiles import pick_device
+from edgetune.runs import (
+    RunResult,
+    cached,
+    count_parameters,
+    describe_device,
+    load_weights,
+    package_versions,
+    save_weights,
+)
+from edgetune.training import accuracy, finetune, normalize
+
+
+# ---------------------------------------------------------------------------------------------- data and model
+def new_vit(cfg: CustomizeConfig) -> VisionTransformer:
+    torch.manual_seed(cfg.seed)
+    if cfg.model in VIT_FAMILY:
+        return build_vit(cfg.model, cfg.num_classes)
+    path = Path(cfg.model) if Path(cfg.model).is_absolute() else root() / cfg.model
+    return load_vit(path, num_classes=cfg.num_classes).train()
+
+
+def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Tensor]]:
+    """The cloud's data (train/test) and the devices' own pool (rendered with another seed; never uploaded)."""
+    size = new_vit(cfg).patch_embed.img_size[0]
+    cloud = load_source(
+        cfg.data,
+        num_classes=cfg.num_classes,
+        image_size=size,
+        train_size=cfg.train_size,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+        fine_grained=cfg.fine_grained,
+    )
+    if cfg.data == "scenes":
+        pool = load_source(
+            "scenes",
+            num_classes=cfg.num_classes,
+            image_size=size,
+            train_size=cfg.device_pool_size,
+            test_size=1,
+            seed=cfg.seed + 7_919,
+            fine_grained=cfg.fine_grained,
+        ).train
+    else:  # real data: the devices hold the cloud's test split (disjoint from what the cloud trained on)
+        pool = cloud.test
+    return cloud, pool
+
+
+# ---------------------------------------------------------------------------------------------- cloud
+def cloud_supernet(
+    cfg: CustomizeConfig, source: Source, force: bool = False
+) -> tuple[VisionTransformer, dict[str, RunResult]]:
+    """Fine-tune → rewire by importance → DynaViTw (all widths) → DynaViT (all widths × depths), each stage cached.
+    Returns the supernet and each stage's result."""
+    device = pick_device(cfg.device)
+    results: dict[str, RunResult] = {}
+
+    def load(stage, field_names, compute) -> VisionTransformer:
+        results[stage], folder = cached(stage, cfg.subset(*field_names), compute, force=force)
+        return load_weights(new_vit(cfg), folder / "model.safetensors")
+
+    def finetuned(folder: Path) -> RunResult:
+        vit = new_vit(cfg)
+        start = time.perf_counter()
+        losses = finetune(
+            vit,
+            source.train,
+            steps=cfg.finetune_steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.finetune_lr,
+            seed=cfg.seed,
+            device=device,
+        )
+        save_weights(vit, folder / "model.safetensors")
+        return _result(
+            "acme-finetune",
+            cfg.subset(*FINETUNE_FIELDS),
+            cfg,
+            vit,
+            device,
+            start,
+            [{"step": i + 1, "loss": v} for i, v in enumerate(losses)],
+        )
+
+    def dynavitw(folder: Path) -> RunResult:
+        vit = load("acme-finetune", FINETUNE_FIELDS, finetuned)
+        scores = importance_scores(
+            vit, source.train, batches=cfg.importance_batches, batch_size=cfg.batch_size, seed=cfg.seed, device=device
+        )
+        reorder_by_importance(vit, scores)
+        return _elastic(
+            cfg,
+            vit,
+            copy.deepcopy(vit),
+            [SubnetSpec(w) for w in sorted(WIDTHS, reverse=True)],
+            cfg.dynavitw_steps,
+            "acme-dynavitw",
+            DYNAVITW_FIELDS,
+            folder,
+            source,
+            device,
+        )
+
+    def dynavit(folder: Path) -> RunResult:
+        vit = load("acme-dynavitw", DYNAVITW_FIELDS, dynavitw)
+        return _elastic(
+            cfg,
+            vit,
+            copy.deepcopy(vit),
+            all_specs(),
+            cfg.dynavit_steps,
+            "acme-dynavit",
+            DYNAVIT_FIELDS,
+            folder,
+            source,
+            device,
+        )
+
+    vit = load("acme-dynavit", DYNAVIT_FIELDS, dynavit).to(device)
+    if "acme-finetune" not in results:  # DynaViT came from the cache: report the earlier stages' results too
+        load("acme-dynavitw", DYNAVITW_FIELDS, dynavitw)
+        load("acme-finetune", FINETUNE_FIELDS, finetuned)
+    return vit, results
+
+
+def _elastic(cfg, vit, teacher, specs, steps, stage, field_names, folder, source, device) -> RunResult:
+    result = train_elastic(
+        vit,
+        teacher,
+        source.train,
+        specs,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.elastic_lr,
+        hidden_weight=cfg.hidden_weight,
+        seed=cfg.seed,
+        folder=folder,
+        checkpoint_every=cfg.checkpoint_every,
+        device=device,
+        stage=stage,
+        config=cfg.subset(*field_names),
+    )
+    save_weights(vit, folder / "model.safetensors")
+    return result
+
+
+def _result(stage, config, cfg, model, device, start, history) -> RunResult:
+    total, trainable = count_parameters(model)
+    return RunResult(
+        stage=stage,
+        config=config,
+        seed=cfg.seed,
+        history=history,
+        params_total=total,
+        params_trainable=trainable,
+        wall_time_s=time.perf_counter() - start,
+        device=describe_device(device),
+        versions=package_versions(),
+    )
+
+
+def accuracy_grid(vit: VisionTransformer, source: Source, device) -> pd.DataFrame:
+    """Accuracy (the supernet's own CLS head), parameters and forward FLOPs of every (width, depth) sub-network."""
+    rows = []
+    size = vit.patch_embed.img_size[0]
+    for spec in all_specs():
+        acc = accuracy(lambda x, s=spec: supernet_forward(vit, x, s), source.test, device)[0]
+        sub = extract_subnet(vit, spec)
+        params, _ = count_parameters(sub)
+        flops = forward_flops(sub.eval(), torch.rand(1, 3, size, size, device=sub.cls_token.device))
+        rows.append(
+            {"width": spec.width, "depth": spec.depth, "accuracy": acc, "params": params, "gflops": flops / 1e9}
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- edge
+def subnet_params(vit: VisionTransformer, spec: SubnetSpec) -> int:
+    """Exact parameter count of `extract_subnet(vit, spec)`, without building it (PFG's size model)."""
+    c, num_heads = vit.embed_dim, vit.blocks[0].attn.num_heads
+    hd, hidden = vit.blocks[0].attn.head_dim, vit.blocks[0].mlp.fc1.out_features
+    heads, units = spec.heads(num_heads), spec.units(hidden, num_heads)
+    per_block = 4 * c + (c + 1) * 3 * heads * hd + heads * hd * c + c + (c + 1) * units + units * c + c
+    outside = sum(p.numel() for n, p in vit.named_parameters() if not n.startswith("blocks."))
+    return outside + len(spec.blocks(len(vit.blocks))) * per_block
+
+
+def realizable_grid(vit: VisionTransformer) -> tuple[list[float], list[float]]:
+    """Width and depth ratios of whole heads and whole blocks: the sub-networks that exist (ACME's 20×20 linspace
+    grid from 0 also scores widths and depths of zero heads or blocks)."""
+    heads, layers = vit.blocks[0].attn.num_heads, len(vit.blocks)
+    return [k / heads for k in range(1, heads + 1)], [k / layers for k in range(1, layers + 1)]
+
+
+def select_backbones(grid: pd.DataFrame, vit: VisionTransformer, cfg: CustomizeConfig) -> pd.DataFrame:
+    """ACME's PFG choice against highest-accuracy, largest and random selection, under the same size limit."""
+    points = {(r.width, r.depth): r.accuracy for r in grid.itertuples()}
+    heads, layers = vit.blocks[0].attn.num_heads, len(vit.blocks)
+    widths, depths = realizable_grid(vit)
+    rows = []
+    for method in ("pfg", "highest_accuracy", "largest", "random"):
+        choice = edge.select_backbone(
+            points,
+            lambda w, d: subnet_params(vit, snap(vit, w, d)),
+            size_constraint=cfg.size_constraint,
+            method=method,
+            seed=cfg.seed,
+            widths=widths,
+            depths=depths,
+            heads=heads,
+            layers=layers,
+        )
+        rows.append(vars(choice))
+    return pd.DataFrame(rows)
+
+
+def snap(vit: VisionTransformer, width: float, depth: float) -> SubnetSpec:
+    """The SubnetSpec of a selected (width, depth): whole heads and whole blocks."""
+    heads, layers = vit.blocks[0].attn.num_heads, len(vit.blocks)
+    return SubnetSpec(max(1, round(heads * width)) / heads, max(1, round(layers * depth)) / layers)
+
+
+@torch.no_grad()
+def features(backbone: VisionTransformer, images: torch.Tensor, device, batch_size: int = 512) -> torch.Tensor:
+    """Token features (N, 1 + P, C) of a frozen sub-backbone (after its final norm), computed once."""
+    backbone.to(device).eval()
+    out = [
+        backbone.forward_features(normalize(images[i : i + batch_size].to(device))).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out)
+
+
+def train_head(
+    head: torch.nn.Module,
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device,
+) -> torch.nn.Module:
+    """Adam on a header over frozen features; channel gates stay fixed at 1 (they are masks for the devices)."""
+    gates = {id(g) for g in head.channel_gates()} if hasattr(head, "channel_gates") else set()
+    head.to(device).train()
+    optimizer = torch.optim.Adam([p for p in head.parameters() if id(p) not in gates], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(feats), (batch_size,), generator=g)
+        loss = torch.nn.functional.cross_entropy(head(feats[idx].to(device)), labels[idx].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return head.eval()
+
+
+@torch.no_grad()
+def head_accuracy(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, device) -> float:
+    head.to(device).eval()
+    hits = sum(
+        (head(feats[i : i + 512].to(device)).argmax(-1).cpu() == labels[i : i + 512]).sum().item()
+        for i in range(0, len(feats), 512)
+    )
+    return hits / len(feats)
+
+
+BASELINE_HEADS = {
+    "Linear": heads.LinearHead,
+    "MLP": heads.MLPHead,
+    "Mixer": heads.MixerHead,
+    "CNN-projection": heads.CNNProjectionHead,
+}
+
+
+def grid_of(backbone: VisionTransformer) -> int:
+    return backbone.patch_embed.grid_size[0]
+
+
+def edge_header(cfg: CustomizeConfig, backbone: VisionTransformer, source: Source, device):
+    """Search a header on the chosen sub-backbone under the parameter budget, then train it; returns the search
+    result, the trained header and its test accuracy."""
+    n = min(cfg.header_train_size, len(source.train[0]))
+    train = features(backbone, source.train[0][:n], device), source.train[1][:n]
+    test = features(backbone, source.test[0], device), source.test[1]
+    split = int(0.8 * n)  # the reward set is held out of the child training, as in ENAS
+    dims = dict(num_classes=cfg.num_classes, embed_dim=backbone.embed_dim, grid=grid_of(backbone))
+    search = edge.search_header(
+        train[0][:split],
+        train[1][:split],
+        train[0][split:],
+        train[1][split:],
+        **dims,
+        num_nodes=cfg.header_nodes,
+        channels=cfg.header_channels,
+        layers=cfg.header_layers,
+        max_params=cfg.header_budget,
+        steps=cfg.search_steps,
+        seed=cfg.seed,
+        device=device,
+        progress=True,
+    )
+    head = heads.CellHeader.from_shared(search.shared, search.arch)
+    train_head(
+        head, *train, steps=cfg.header_steps, lr=cfg.header_lr, batch_size=cfg.batch_size, seed=cfg.seed, device=device
+    )
+    return search, head, head_accuracy(head, *test, device)
+
+
+def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Source, arch, device) -> pd.DataFrame:
+    """Linear, MLP, Mixer, CNN-projection and the searched cell header on sub-backbones of every depth (full
+    width), each trained for the same steps on the same frozen features (ACME's header-vs-backbone-size figure)."""
+    rows = []
+    n = min(cfg.header_train_size, len(source.train[0]))
+    for depth in DEPTHS:
+        spec = snap(vit, 1.0, depth)
+        backbone = extract_subnet(vit, spec)
+        train = features(backbone, source.train[0][:n], device), source.train[1][:n]
+        test = features(backbone, source.test[0], device), source.test[1]
+        dims = (backbone.embed_dim, grid_of(backbone), cfg.num_classes)
+        candidates = {name: make(*dims) for name, make in BASELINE_HEADS.items()}
+        candidates["NAS (ours)"] = heads.CellHeader(
+            *dims, arch, cfg.header_channels, cfg.header_layers, generator=torch.Generator().manual_seed(cfg.seed)
+        )
+        for name, head in candidates.items():
+            torch.manual_seed(cfg.seed)
+            train_head(
+                head,
+                *train,
+                steps=cfg.header_steps,
+                lr=cfg.header_lr,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                device=device,
+            )
+            rows.append(
+                {
+                    "depth": spec.depth,
+                    "backbone_params_m": subnet_params(vit, spec) / 1e6,
+                    "head": name,
+                    "head_params": heads.count_parameters(head),
+                    "accuracy": head_accuracy(head, *test, device),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- device
+def deploy(
+    network: Network,
+    grid: pd.DataFrame,
+    backbone: VisionTransformer,
+    head: torch.nn.Module,
+    edge_proxy: tuple[torch.Tensor, torch.Tensor],
+    num_devices: int,
+) -> None:
+    """The model traffic of ACME: the cloud's accuracy table and the chosen sub-backbone go to the edge (with the
+    labelled proxy set the edge searches its header on, as 8-bit pixels), then sub-backbone + header to every
+    device. Counted on `network` as it is sent."""
+    network.send(torch.tensor(grid[["width", "depth", "accuracy"]].to_numpy()), "cloud", "edge", "accuracy table")
+    network.send((edge_proxy[0] * 255).to(torch.uint8), "cloud", "edge", "proxy images (8-bit)")
+    network.send(edge_proxy[1], "cloud", "edge", "proxy labels")
+    network.send(backbone.state_dict(), "cloud", "edge", "sub-backbone weights")
+    for k in range(num_devices):
+        network.send(backbone.state_dict(), "edge", f"device:{k}", "sub-backbone weights")
+        network.send(head.state_dict(), "edge", f"device:{k}", "header weights")
+
+
+def personalization(
+    cfg: CustomizeConfig,
+    backbone: VisionTransformer,
+    head: torch.nn.Module,
+    pool: tuple[torch.Tensor, torch.Tensor],
+    device,
+) -> tuple[pd.DataFrame, dict, dict]:
+    """Every personalization method on every split. Returns per-(split, method, device) final accuracies, the
+    edge's mixing matrices, and each (split, method)'s Network (importance and statistics traffic)."""
+    feats = features(backbone, pool[0], device)  # each device computes its own features locally
+    rows, weights, networks = [], {}, {}
+    for setting in cfg.splits:
+        splits = dev.make_devices(pool[1], setting, cfg.num_devices, fraction=cfg.device_fraction, seed=cfg.seed)
+        data = dev.device_data(feats, pool[1], splits)
+        for method in dev.METHODS:
+            network = Network()
+            result = dev.personalize(
+                [copy.deepcopy(head) for _ in splits],
+                data,
+                method=method,
+                rounds=cfg.rounds,
+                prune_per_round=cfg.prune_per_round,
+                local_steps=cfg.local_steps,
+                network=network,
+                lr=cfg.device_lr,
+                seed=cfg.seed,
+                device=device,
+            )
+            final = result.final.assign(split=setting, method=method)
+            rows.append(final)
+            weights[(setting, method)], networks[(setting, method)] = result.weights, network
+    return pd.concat(rows, ignore_index=True), weights, networks
+
+
+def communication(model_traffic: Network, device_traffic: Network, pool, splits, backbone, head) -> pd.DataFrame:
+    """ACME's bytes per tier and direction against a centralized system, in which every device uploads its raw
+    training data (8-bit pixels, int64 labels) and receives the trained sub-backbone and header back."""
+    acme = pd.concat([model_traffic.ledger(), device_traffic.ledger()], ignore_index=True)
+    acme["system"] = "ACME"
+    uploads = [(pool[0][s.train], pool[1][s.train]) for s in splits]
+    model_bytes = sum(
+        t.numel() * t.element_size() for t in [*backbone.state_dict().values(), *head.state_dict().values()]
+    )
+    central = pd.DataFrame(
+        [
+            {
+                "src": "device",
+                "dst": "cloud",
+                "direction": "up",
+                "what": "raw training data",
+                "bytes": comm.centralized_bytes(uploads),
+            },
+            {
+                "src": "cloud",
+                "dst": "device",
+                "direction": "down",
+                "what": "trained model",
+                "bytes": model_bytes * len(splits),
+            },
+        ]
+    ).assign(system="centralized")
+    return pd.concat([acme, central], ignore_index=True)
+
+
+def canonical_arch(nodes: int) -> heads.CellArch:
+    """A fixed cell of `nodes` nodes (node j: sep3 of input j + avg3 of input j+1), for the header-size grid."""
+    return heads.CellArch(tuple((j, "sep3", j + 1, "avg3") for j in range(nodes)))
+
+
+def header_size_grid(
+    cfg: CustomizeConfig, vit: VisionTransformer, source: Source, device, sizes: tuple[int, ...] = (1, 2, 3)
+) -> pd.DataFrame:
+    """Accuracy of cell headers with B cells per layer × U layers at the smallest (w = d = 0.25) and the full
+    backbone (ACME's NAS hyper-parameter heatmaps; a fixed canonical cell per B here, not a search per cell)."""
+    rows = []
+    n = min(cfg.header_train_size, len(source.train[0]))
+    for name, spec in (("w=d=0.25", snap(vit, 0.25, 0.25)), ("full", FULL)):
+        backbone = extract_subnet(vit, spec)
+        train = features(backbone, source.train[0][:n], device), source.train[1][:n]
+        test = features(backbone, source.test[0], device), source.test[1]
+        for nodes in sizes:
+            for layers in sizes:
+                head = heads.CellHeader(
+                    backbone.embed_dim,
+                    grid_of(backbone),
+                    cfg.num_classes,
+                    canonical_arch(nodes),
+                    cfg.header_channels,
+                    layers,
+                    generator=torch.Generator().manual_seed(cfg.seed),
+                )
+                train_head(
+                    head,
+                    *train,
+                    steps=cfg.header_steps,
+                    lr=cfg.header_lr,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                    device=device,
+                )
+                rows.append(
+                    {
+                        "backbone": name,
+                        "nodes": nodes,
+                        "layers": layers,
+                        "head_params": heads.count_parameters(head),
+                        "accuracy": head_accuracy(head, *test, device),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def personalization_gains(final: pd.DataFrame) -> pd.DataFrame:
+    """Mean device accuracy per (split, method) and its gain in points over the no-pruning reference."""
+    mean = final.groupby(["split", "method"], as_index=False)["accuracy"].mean()
+    reference = mean[mean.method == "none"].set_index("split")["accuracy"]
+    mean["gain_pp"] = 100 * (mean.accuracy - mean.split.map(reference))
+    return mean[mean.method != "none"].reset_index(drop=True)
+
+
+def mixing_tables(weights: dict, split: str) -> dict[str, pd.DataFrame]:
+    """The edge's W for EMD and JS on one split, as labelled tables."""
+    return {m: pd.DataFrame(weights[(split, m)].numpy()) for m in ("emd", "js") if weights.get((split, m)) is not None}
