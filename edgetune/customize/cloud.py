@@ -83,10 +83,11 @@ def train_elastic(
     device: torch.device,
     stage: str,
     config: dict,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Every step visits every spec (largest first), accumulating gradients, then clips the norm to 1 and takes
     one AdamW step (linear decay, no warm-up: ACME's schedule). With `teacher=None` the loss is plain CE.
-    Resumes from the newest checkpoint in `folder`."""
+    Resumes from the newest checkpoint in `folder`; `stop_after` interrupts after that many steps (tests)."""
     vit.to(device).train()
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
@@ -99,6 +100,8 @@ def train_elastic(
     depth = len(vit.blocks)
     with Meter(device) as meter:
         for step in tqdm(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
+            if stop_after is not None and step >= stop_after:
+                raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:
                 group["lr"] = lr * (1 - step / steps)
             x, y = draw_batch(*data, batch_size, g)

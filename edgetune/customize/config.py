@@ -23,11 +23,11 @@ class CustomizeConfig:
     fine_grained: bool = False
     train_size: int = 16_000
     test_size: int = 1_000
-    device_pool_size: int = 4_000
+    device_pool_size: int = 8_000
     # Cloud: fine-tune, rewire, DynaViTw (widths), DynaViT (widths × depths). `model`: a VIT_FAMILY name or a path.
     model: str = "edge-small"
     batch_size: int = 128
-    finetune_steps: int = 500
+    finetune_steps: int = 400
     finetune_lr: float = 2e-3
     importance_batches: int = 8
     dynavitw_steps: int = 120
@@ -45,9 +45,10 @@ class CustomizeConfig:
     header_steps: int = 300
     header_lr: float = 1e-3
     header_train_size: int = 4_000
+    header_grid: tuple[int, ...] = (1, 2)  # cells per layer (B) and layers (U) of the header-size heatmaps
     # Device: label-group splits of the devices' pool, local training, Taylor importance, personalization.
     num_devices: int = 5
-    device_fraction: float = 0.8
+    device_fraction: float = 0.1  # share of each of its classes' samples a device holds (ACME: 10%)
     rounds: int = 5
     local_steps: int = 20
     prune_per_round: int = 6
@@ -96,6 +97,8 @@ PROFILES: dict[str, CustomizeConfig] = {
         search_steps=10,
         header_steps=60,
         header_train_size=1_000,
+        header_grid=(1,),
+        device_fraction=0.3,
         rounds=2,
         local_steps=5,
         prune_per_round=2,
@@ -109,11 +112,11 @@ PROFILES: dict[str, CustomizeConfig] = {
         device_pool_size=20_000,
         model="edge-base",
         batch_size=256,
-        finetune_steps=3_000,
+        finetune_steps=2_000,
         finetune_lr=1e-3,
         importance_batches=32,
-        dynavitw_steps=800,
-        dynavit_steps=400,
+        dynavitw_steps=400,
+        dynavit_steps=200,
         checkpoint_every=200,
         header_budget=150_000,
         header_channels=64,
@@ -124,6 +127,7 @@ PROFILES: dict[str, CustomizeConfig] = {
         local_steps=50,
         prune_per_round=10,
         splits=("IID", "C2", "C3", "C4"),
+        header_grid=(1, 2, 3),
     ),
     "paper": CustomizeConfig(
         data="cifar100",
@@ -152,6 +156,7 @@ PROFILES: dict[str, CustomizeConfig] = {
         prune_per_round=50,
         device_lr=1e-3,
         splits=("IID", "C2", "C3", "C4"),
+        header_grid=(1, 2, 3),
     ),
 }
 

@@ -32,6 +32,7 @@ from edgetune.customize.supernet import (
     reorder_by_importance,
     supernet_forward,
 )
+from edgetune.data.scenes import Domain
 from edgetune.data.sources import Source, load_source
 from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit
 from edgetune.paths import root
@@ -57,8 +58,13 @@ def new_vit(cfg: CustomizeConfig) -> VisionTransformer:
     return load_vit(path, num_classes=cfg.num_classes).train()
 
 
+# Devices see their own conditions: their pool is rendered under a mild shift of the cloud's clear scenes.
+DEVICE_DOMAIN = Domain("device field conditions", fog=0.5, brightness=-0.4, clutter=0.5, background="urban")
+
+
 def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Tensor]]:
-    """The cloud's data (train/test) and the devices' own pool (rendered with another seed; never uploaded)."""
+    """The cloud's data (train/test) and the devices' own pool: other scenes, in field conditions
+    (`DEVICE_DOMAIN`), never uploaded. With real data the devices hold the test split, shifted alike."""
     size = new_vit(cfg).patch_embed.img_size[0]
     cloud = load_source(
         cfg.data,
@@ -69,19 +75,7 @@ def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Ten
         seed=cfg.seed,
         fine_grained=cfg.fine_grained,
     )
-    if cfg.data == "scenes":
-        pool = load_source(
-            "scenes",
-            num_classes=cfg.num_classes,
-            image_size=size,
-            train_size=cfg.device_pool_size,
-            test_size=1,
-            seed=cfg.seed + 7_919,
-            fine_grained=cfg.fine_grained,
-        ).train
-    else:  # real data: the devices hold the cloud's test split (disjoint from what the cloud trained on)
-        pool = cloud.test
-    return cloud, pool
+    return cloud, cloud.domain(DEVICE_DOMAIN, cfg.device_pool_size, seed=cfg.seed + 7_919)
 
 
 # ---------------------------------------------------------------------------------------------- cloud
@@ -485,8 +479,8 @@ def header_size_grid(
         backbone = extract_subnet(vit, spec)
         train = features(backbone, source.train[0][:n], device), source.train[1][:n]
         test = features(backbone, source.test[0], device), source.test[1]
-        for nodes in sizes:
-            for layers in sizes:
+        for nodes in cfg.header_grid:
+            for layers in cfg.header_grid:
                 head = heads.CellHeader(
                     backbone.embed_dim,
                     grid_of(backbone),
