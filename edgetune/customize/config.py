@@ -53,7 +53,7 @@ class CustomizeConfig:
     local_steps: int = 20
     prune_per_round: int = 6
     device_lr: float = 0.01
-    splits: tuple[str, ...] = ("C2", "C3", "C4")
+    splits: tuple[str, ...] = ("IID", "C2", "C3", "C4")
 
     def __post_init__(self):
         if self.data not in SOURCES:
