@@ -34,8 +34,7 @@ from edgetune.customize.supernet import (
 )
 from edgetune.data.scenes import Domain
 from edgetune.data.sources import Source, load_source
-from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit
-from edgetune.paths import root
+from edgetune.models import forward_flops, image_size, open_vit
 from edgetune.profiles import pick_device
 from edgetune.runs import (
     RunResult,
@@ -52,10 +51,7 @@ from edgetune.training import accuracy, finetune, normalize
 # ---------------------------------------------------------------------------------------------- data and model
 def new_vit(cfg: CustomizeConfig) -> VisionTransformer:
     torch.manual_seed(cfg.seed)
-    if cfg.model in VIT_FAMILY:
-        return build_vit(cfg.model, cfg.num_classes)
-    path = Path(cfg.model) if Path(cfg.model).is_absolute() else root() / cfg.model
-    return load_vit(path, num_classes=cfg.num_classes).train()
+    return open_vit(cfg.model, cfg.num_classes)
 
 
 # Devices see their own conditions: their pool is rendered under a mild shift of the cloud's clear scenes.
@@ -65,7 +61,7 @@ DEVICE_DOMAIN = Domain("device field conditions", fog=0.5, brightness=-0.4, clut
 def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Tensor]]:
     """The cloud's data (train/test) and the devices' own pool: other scenes, in field conditions
     (`DEVICE_DOMAIN`), never uploaded. With real data the devices hold the test split, shifted alike."""
-    size = new_vit(cfg).patch_embed.img_size[0]
+    size = image_size(cfg.model, cfg.num_classes)
     cloud = load_source(
         cfg.data,
         num_classes=cfg.num_classes,

@@ -17,10 +17,9 @@ from edgetune.data import sources as data_sources
 from edgetune.data.partition import LABEL_GROUP_SETTINGS, dirichlet_split, label_group_split, label_histogram
 from edgetune.data.scenes import CLEAR, Domain, domain_stream
 from edgetune.data.sources import Source
-from edgetune.models import VIT_FAMILY, build_vit, forward_flops, load_vit, prune_width
+from edgetune.models import VIT_FAMILY, build_vit, forward_flops, image_size, open_vit, prune_width
 from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS, MotivationConfig
 from edgetune.motivation.train import EarlyExitViT, train_early_exit
-from edgetune.paths import root
 from edgetune.profiles import pick_device
 from edgetune.runs import (
     RunResult,
@@ -35,23 +34,11 @@ from edgetune.training import accuracy, finetune
 
 
 # ---------------------------------------------------------------------------------------------- data
-def model_path(cfg: MotivationConfig) -> Path:
-    """A checkpoint path from the config; relative paths are taken from the project root, not the cwd."""
-    path = Path(cfg.model)
-    return path if path.is_absolute() else root() / path
-
-
-def model_image_size(cfg: MotivationConfig) -> int:
-    if cfg.model in VIT_FAMILY:
-        return VIT_FAMILY[cfg.model].img_size
-    return load_vit(model_path(cfg), num_classes=cfg.num_classes).patch_embed.img_size[0]
-
-
 def load_source(cfg: MotivationConfig) -> Source:
     return data_sources.load_source(
         cfg.data,
         num_classes=cfg.num_classes,
-        image_size=model_image_size(cfg),
+        image_size=image_size(cfg.model),
         train_size=cfg.train_size,
         test_size=cfg.test_size,
         seed=cfg.seed,
@@ -66,10 +53,7 @@ def stream(cfg: MotivationConfig) -> list[Domain]:
 
 # ---------------------------------------------------------------------------------------------- (a) depth
 def new_model(cfg: MotivationConfig) -> EarlyExitViT:
-    if cfg.model in VIT_FAMILY:
-        vit = build_vit(cfg.model, cfg.num_classes)
-    else:
-        vit = load_vit(model_path(cfg), cfg.num_classes).train()
+    vit = open_vit(cfg.model, cfg.num_classes)
     torch.manual_seed(cfg.seed)  # the exits' initialization (the ViT's own is fixed by the same seed upstream)
     return EarlyExitViT(vit)
 

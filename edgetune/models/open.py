@@ -1,0 +1,27 @@
+"""One way to get a section's ViT from its config string: a VIT_FAMILY name, or a checkpoint path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from timm.models.vision_transformer import VisionTransformer
+
+from edgetune.models.load import load_vit
+from edgetune.models.vit import VIT_FAMILY, build_vit
+from edgetune.paths import root
+
+
+def open_vit(model: str, num_classes: int) -> VisionTransformer:
+    """A fresh timm ViT for a VIT_FAMILY name; otherwise `load_vit` of the checkpoint at `model` (relative paths
+    are taken from the project root, not the cwd), with a `num_classes` head, in train mode."""
+    if model in VIT_FAMILY:
+        return build_vit(model, num_classes)
+    path = Path(model)
+    return load_vit(path if path.is_absolute() else root() / path, num_classes=num_classes).train()
+
+
+def image_size(model: str, num_classes: int = 2) -> int:
+    """The input resolution of `model` (a family name is answered without building anything)."""
+    if model in VIT_FAMILY:
+        return VIT_FAMILY[model].img_size
+    return open_vit(model, num_classes).patch_embed.img_size[0]
