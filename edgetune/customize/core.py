@@ -284,16 +284,6 @@ def train_head(
     return head.eval()
 
 
-@torch.no_grad()
-def head_accuracy(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, device) -> float:
-    head.to(device).eval()
-    hits = sum(
-        (head(feats[i : i + 512].to(device)).argmax(-1).cpu() == labels[i : i + 512]).sum().item()
-        for i in range(0, len(feats), 512)
-    )
-    return hits / len(feats)
-
-
 BASELINE_HEADS = {
     "Linear": heads.LinearHead,
     "MLP": heads.MLPHead,
@@ -333,7 +323,7 @@ def edge_header(cfg: CustomizeConfig, backbone: VisionTransformer, source: Sourc
     train_head(
         head, *train, steps=cfg.header_steps, lr=cfg.header_lr, batch_size=cfg.batch_size, seed=cfg.seed, device=device
     )
-    return search, head, head_accuracy(head, *test, device)
+    return search, head, dev.evaluate(head, *test, device=device)
 
 
 def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Source, arch, device) -> pd.DataFrame:
@@ -368,7 +358,7 @@ def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Sour
                     "backbone_params_m": subnet_params(vit, spec) / 1e6,
                     "head": name,
                     "head_params": heads.count_parameters(head),
-                    "accuracy": head_accuracy(head, *test, device),
+                    "accuracy": dev.evaluate(head, *test, device=device),
                 }
             )
     return pd.DataFrame(rows)
@@ -501,7 +491,7 @@ def header_size_grid(
                         "nodes": nodes,
                         "layers": layers,
                         "head_params": heads.count_parameters(head),
-                        "accuracy": head_accuracy(head, *test, device),
+                        "accuracy": dev.evaluate(head, *test, device=device),
                     }
                 )
     return pd.DataFrame(rows)
