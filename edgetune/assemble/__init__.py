@@ -1,0 +1,29 @@
+"""Assembling: Deep Model Assembling / Deep Incubation (Ni et al., arXiv 2212.04129; ICCV 2023).
+
+Work in progress: the divided ViT and the PT/MT/FT model surgery exist and are tested; the training entry point,
+notebook 04 and its claims do not yet.
+"""
+
+from edgetune.assemble.model import (
+    Division,
+    assemble,
+    build_divided,
+    incubation_division,
+    incubation_model,
+    load_stage,
+    meta_division,
+    stage_parameters,
+    stage_state,
+)
+
+__all__ = [
+    "Division",
+    "assemble",
+    "build_divided",
+    "incubation_division",
+    "incubation_model",
+    "load_stage",
+    "meta_division",
+    "stage_parameters",
+    "stage_state",
+]
