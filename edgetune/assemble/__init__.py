@@ -1,7 +1,7 @@
 """Assembling: Deep Model Assembling / Deep Incubation (Ni et al., arXiv 2212.04129; ICCV 2023).
 
-Work in progress: the divided ViT and the PT/MT/FT model surgery exist and are tested; the training entry point,
-notebook 04 and its claims do not yet.
+Work in progress: the divided ViT, the PT/MT/FT model surgery and the accelerate entry point
+(`python -m edgetune.assemble`, DDP-tested on CPU) exist; notebook 04, its claims and its benchmarks do not yet.
 """
 
 from edgetune.assemble.model import (

@@ -1,0 +1,57 @@
+"""python -m edgetune.assemble --phase PT|MT|FT|E2E [--idx i] --out-dir DIR [...]
+
+One process, or many: `accelerate launch -m edgetune.assemble ...` or `torchrun --nproc_per_node N -m
+edgetune.assemble ...`. MT modules are independent jobs (one per --idx), runnable in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgetune.assemble.train import PHASES, AssembleConfig, run
+
+
+def parse(argv: list[str] | None = None) -> AssembleConfig:
+    p = argparse.ArgumentParser(prog="python -m edgetune.assemble", description=__doc__.split("\n\n")[0])
+    p.add_argument("--phase", required=True, choices=PHASES)
+    p.add_argument("--out-dir", required=True, help="where checkpoints, model.safetensors and result.json go")
+    p.add_argument("--idx", type=int, default=0, help="MT: the stage this job trains")
+    p.add_argument("--model", default="edge-small")
+    p.add_argument("--depths", type=int, nargs="+", default=[2, 2, 2, 2], help="blocks per stage of the target")
+    p.add_argument("--meta", help="MT: the PT run's output dir")
+    p.add_argument("--incubation", nargs="+", default=[], help="FT: the MT runs' output dirs, in stage order")
+    for name, kind, default in (
+        ("num-classes", int, 20),
+        ("train-size", int, 8_000),
+        ("test-size", int, 1_000),
+        ("steps", int, 200),
+        ("batch-size", int, 64),
+        ("grad-accum", int, 1),
+        ("lr", float, 2e-3),
+        ("weight-decay", float, 0.05),
+        ("warmup-steps", int, 0),
+        ("clip-grad", float, None),
+        ("seed", int, 0),
+        ("checkpoint-every", int, 50),
+    ):
+        p.add_argument(f"--{name}", type=kind, default=default)
+    args = vars(p.parse_args(argv))
+    args["depths"], args["incubation"] = tuple(args["depths"]), tuple(args["incubation"])
+    try:
+        return AssembleConfig(**args)
+    except ValueError as e:
+        p.error(str(e))
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = run(parse(argv))
+    print(
+        f"{result.stage}: accuracy {result.metrics['accuracy']:.4f}, {result.flops:.3e} training FLOPs, "
+        f"{result.wall_time_s:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

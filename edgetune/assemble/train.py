@@ -1,0 +1,247 @@
+"""One training loop for every phase of model assembling (PT, MT, FT) and the end-to-end baseline (E2E), through
+Hugging Face accelerate: one process, or many with `accelerate launch` / `torchrun` (DDP; gloo on CPU, NCCL on GPU).
+
+* Effective batch = processes × batch × accumulation. Every step draws the *global* batch of indices from a
+  generator seeded by (seed, step) — the same on every process — and each process takes its slice, so a run is
+  the same whatever the split into processes and accumulation steps (up to float reduction order).
+* bf16 autocast on GPU (accelerate's mixed precision), fp32 on CPU.
+* Auto-resume: `out_dir/checkpoints/step_<n>` (accelerate's own state: model, optimizer, RNG); a finished run has
+  `out_dir/result.json` and returns at once.
+* Cost is counted in one unit for every phase: training FLOPs ≈ 3 × forward FLOPs per image × images seen (the
+  frozen stages of MT still run forward and pass gradients back; counted alike, an over-estimate for MT).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from edgetune.assemble.model import (
+    Division,
+    assemble,
+    build_divided,
+    incubation_model,
+    meta_division,
+    stage_parameters,
+)
+from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
+from edgetune.models import VIT_FAMILY, forward_flops
+from edgetune.models.vit import ViTShape
+from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
+from edgetune.training import normalize
+
+PHASES = ("PT", "MT", "FT", "E2E")
+
+
+@dataclass(frozen=True)
+class AssembleConfig:
+    """One phase's run. `depths` is the target's division (K stages); PT ignores it but for K."""
+
+    phase: str
+    out_dir: str
+    idx: int = 0
+    model: str = "edge-small"
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_classes: int = 20
+    train_size: int = 8_000
+    test_size: int = 1_000
+    steps: int = 200
+    batch_size: int = 64  # per process
+    grad_accum: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    clip_grad: float | None = None
+    seed: int = 0
+    checkpoint_every: int = 50
+    meta: str | None = None  # PT output dir (MT)
+    incubation: tuple[str, ...] = field(default_factory=tuple)  # MT output dirs in stage order (FT)
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"phase={self.phase!r}; expected one of {PHASES}")
+        if self.model not in VIT_FAMILY:
+            raise ValueError(f"model={self.model!r}; expected one of {list(VIT_FAMILY)}")
+        if self.phase == "MT" and (self.meta is None or not 0 <= self.idx < len(self.depths)):
+            raise ValueError(f"MT needs --meta (a PT output dir) and 0 <= --idx < {len(self.depths)}, got {self.idx}")
+        if self.phase == "FT" and len(self.incubation) != len(self.depths):
+            raise ValueError(
+                f"FT needs {len(self.depths)} --incubation dirs (one MT run per stage), got {len(self.incubation)}"
+            )
+
+    @property
+    def shape(self) -> ViTShape:
+        return VIT_FAMILY[self.model]
+
+
+def build_model(cfg: AssembleConfig):
+    """The phase's model, its division, and the parameters to optimize."""
+    target = Division(cfg.depths)
+    if cfg.phase == "PT":
+        torch.manual_seed(cfg.seed)
+        division = meta_division(target.stages)
+        model = build_divided(cfg.shape, division, cfg.num_classes)
+        return model, division, list(model.parameters())
+    if cfg.phase == "MT":
+        meta = load_weights(
+            build_divided(cfg.shape, meta_division(target.stages), cfg.num_classes),
+            _finished(cfg.meta) / "model.safetensors",
+        )
+        model, division = incubation_model(meta, target, cfg.idx, cfg.shape, cfg.num_classes, seed=cfg.seed)
+        return model, division, stage_parameters(model, division, cfg.idx)
+    if cfg.phase == "FT":
+        runs = [_load_run(Path(d), cfg) for d in cfg.incubation]
+        model = assemble(runs, target, cfg.shape, cfg.num_classes)
+        return model, target, list(model.parameters())
+    torch.manual_seed(cfg.seed)
+    model = build_divided(cfg.shape, target, cfg.num_classes)
+    return model, target, list(model.parameters())
+
+
+def _finished(out_dir: str | Path) -> Path:
+    path = Path(out_dir)
+    if not (path / "result.json").is_file():
+        raise FileNotFoundError(f"{path} holds no finished run (no result.json); run that phase first")
+    return path
+
+
+def _load_run(out_dir: Path, cfg: AssembleConfig):
+    config = json.loads((_finished(out_dir) / "result.json").read_text())["config"]
+    division = Division(tuple(config["division"]))
+    model = build_divided(cfg.shape, division, cfg.num_classes)
+    return load_weights(model, out_dir / "model.safetensors"), division
+
+
+def data(cfg: AssembleConfig):
+    spec = SceneSpec(cfg.num_classes, cfg.shape.img_size)
+    return (
+        render_scenes(spec, CLEAR, cfg.train_size, seed=1_000 * cfg.seed + 1),
+        render_scenes(spec, CLEAR, cfg.test_size, seed=1_000 * cfg.seed + 2),
+    )
+
+
+def global_batch(cfg: AssembleConfig, step: int, size: int, n: int) -> torch.Tensor:
+    """Indices of step `step`'s global batch: a function of (seed, step) alone, identical on every process."""
+    return torch.randint(0, n, (size,), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+
+
+def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResult:
+    """Train one phase to completion (resuming if interrupted) and write model + result into `cfg.out_dir`."""
+    out = Path(cfg.out_dir)
+    if (out / "result.json").is_file():
+        return RunResult.from_dict(json.loads((out / "result.json").read_text()))
+    gpu = torch.cuda.is_available()  # without cpu=True accelerate would not join a CPU (gloo) process group
+    accelerator = accelerator or Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if gpu else "no", cpu=not gpu
+    )
+    model, division, params = build_model(cfg)
+    flops_per_image = forward_flops(model.eval(), torch.rand(1, 3, cfg.shape.img_size, cfg.shape.img_size))
+    (train_x, train_y), test = data(cfg)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    start, history = _resume(accelerator, out)
+    history = _train(cfg, accelerator, model, optimizer, params, (train_x, train_y), start, history)
+    return _finish(cfg, accelerator, model, division, test, history, flops_per_image)
+
+
+def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
+    """The newest complete checkpoint's step and history (0 and [] when starting fresh)."""
+    found = sorted((out / "checkpoints").glob("step_*/history.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not found:
+        return 0, []
+    accelerator.load_state(str(found[-1].parent))
+    return int(found[-1].parent.name.split("_")[1]), json.loads(found[-1].read_text())
+
+
+def _train(cfg, accelerator, model, optimizer, params, train, start, history) -> list[dict]:
+    """The visible loop: per step, `grad_accum` micro-batches of `batch_size` per process."""
+    micro, procs, rank = cfg.batch_size, accelerator.num_processes, accelerator.process_index
+    begin = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    model.train()
+    for step in range(start, cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * _schedule(step, cfg.warmup_steps, cfg.steps)
+        idx = global_batch(cfg, step, micro * procs * cfg.grad_accum, len(train[0]))
+        step_loss = torch.zeros((), device=accelerator.device)
+        for a in range(cfg.grad_accum):  # micro-batch a of this process: its slice of the global batch
+            part = idx.view(cfg.grad_accum, procs, micro)[a, rank]
+            x, y = normalize(train[0][part]).to(accelerator.device), train[1][part].to(accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = F.cross_entropy(model(x).float(), y)
+                accelerator.backward(loss)
+                step_loss += loss.detach() / cfg.grad_accum
+                if accelerator.sync_gradients and cfg.clip_grad:
+                    accelerator.clip_grad_norm_(params, cfg.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        history.append(
+            {
+                "step": step + 1,
+                "loss": accelerator.reduce(step_loss, "mean").item(),  # mean over micro-batches and processes
+                "seconds": time.perf_counter() - begin,
+            }
+        )
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            _checkpoint(accelerator, Path(cfg.out_dir), step + 1, history)
+    return history
+
+
+def _schedule(step: int, warmup: int, steps: int) -> float:
+    """Linear warm-up, then cosine to zero (the DeiT recipe's shape, per step rather than per epoch)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[dict]) -> None:
+    """accelerate's state, then the history last: a checkpoint without history.json is incomplete and ignored."""
+    folder = out / "checkpoints" / f"step_{step}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        write_json(folder / "history.json", history)
+        for old in sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@torch.no_grad()
+def _accuracy(model, test, device) -> float:
+    model.eval()
+    hits = sum(
+        (model(normalize(test[0][i : i + 256]).to(device)).argmax(-1).cpu() == test[1][i : i + 256]).sum()
+        for i in range(0, len(test[0]), 256)
+    )
+    return float(hits) / len(test[0])
+
+
+def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -> RunResult:
+    accelerator.wait_for_everyone()
+    plain = accelerator.unwrap_model(model)
+    images = cfg.steps * cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    result = RunResult(
+        stage=f"assemble-{cfg.phase}",
+        config={**asdict(cfg), "division": list(division.depths)},
+        seed=cfg.seed,
+        history=history,
+        metrics={"accuracy": _accuracy(plain, test, accelerator.device)},
+        params_total=sum(p.numel() for p in plain.parameters()),
+        params_trainable=sum(p.numel() for p in plain.parameters() if p.requires_grad),
+        flops=3.0 * flops_per_image * images,
+        wall_time_s=history[-1]["seconds"] if history else 0.0,
+        device=f"{accelerator.device} × {accelerator.num_processes}",
+        versions=package_versions(),
+    )
+    if accelerator.is_main_process:
+        out = Path(cfg.out_dir)
+        save_weights(plain, out / "model.safetensors")
+        write_json(out / "result.json", result.to_dict())  # last: its presence marks the run finished
+    accelerator.wait_for_everyone()
+    return result

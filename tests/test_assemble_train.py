@@ -1,0 +1,140 @@
+"""The assembling entry point: the phase chain, auto-resume, and DDP (2 processes, gloo on CPU) against one process
+with the same effective batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from edgetune.assemble import train
+from edgetune.assemble.__main__ import main, parse
+from edgetune.assemble.model import Division, stage_state
+from edgetune.assemble.train import AssembleConfig, run
+
+TINY = dict(
+    model="edge-tiny",
+    depths=(2, 2),
+    num_classes=4,
+    train_size=128,
+    test_size=32,
+    batch_size=8,
+    checkpoint_every=2,
+    lr=1e-3,
+)
+
+
+def _weights(out):
+    return load_file(str(out / "model.safetensors"))
+
+
+def test_phase_chain_pt_mt_ft_e2e(tmp_path):
+    pt = run(AssembleConfig("PT", str(tmp_path / "pt"), steps=3, **TINY))
+    assert pt.config["division"] == [1, 1] and pt.flops > 0 and pt.params_trainable == pt.params_total
+    mts = [
+        run(AssembleConfig("MT", str(tmp_path / f"mt{i}"), idx=i, meta=str(tmp_path / "pt"), steps=3, **TINY))
+        for i in range(2)
+    ]
+    meta = _weights(tmp_path / "pt")
+    mt0 = _weights(tmp_path / "mt0")
+    assert mts[0].config["division"] == [2, 1] and mts[0].params_trainable < mts[0].params_total
+    # MT 0 left the meta model's stage 1 (its block, norm and head) exactly as PT trained it
+    assert torch.equal(mt0["blocks.2.mlp.fc1.weight"], meta["blocks.1.mlp.fc1.weight"])
+    assert torch.equal(mt0["head.weight"], meta["head.weight"]) and not torch.equal(mt0["cls_token"], meta["cls_token"])
+    ft = run(
+        AssembleConfig(
+            "FT", str(tmp_path / "ft"), incubation=(str(tmp_path / "mt0"), str(tmp_path / "mt1")), steps=2, **TINY
+        )
+    )
+    e2e = run(AssembleConfig("E2E", str(tmp_path / "e2e"), steps=2, **TINY))
+    assert ft.config["division"] == e2e.config["division"] == [2, 2] and ft.params_total == e2e.params_total
+    again = run(AssembleConfig("E2E", str(tmp_path / "e2e"), steps=2, **TINY))  # finished: returns at once
+    assert again.metrics == e2e.metrics and again.history == e2e.history
+
+
+def test_resume_after_a_crash_reaches_the_same_weights(tmp_path, monkeypatch):
+    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **TINY))
+    schedule = train._schedule
+
+    def crash_at_step_5(step, warmup, steps):
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash after the step-4 checkpoint")
+        return schedule(step, warmup, steps)
+
+    monkeypatch.setattr(train, "_schedule", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
+    monkeypatch.setattr(train, "_schedule", schedule)
+    resumed = run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cli(extra):
+    return [
+        "--phase",
+        "E2E",
+        "--model",
+        "edge-tiny",
+        "--depths",
+        "2",
+        "2",
+        "--num-classes",
+        "4",
+        "--train-size",
+        "128",
+        "--test-size",
+        "32",
+        "--steps",
+        "3",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "10",
+        *extra,
+    ]
+
+
+def test_two_processes_match_one_with_the_same_effective_batch(tmp_path):
+    """DDP over gloo (2 × batch 4) and gradient accumulation (1 × batch 4 × 2) against one process of batch 8.
+    The per-step losses must agree to 1e-6; weights to 5e-5 after 3 AdamW steps (measured 1.0e-5: only the float
+    reduction order differs, and Adam's normalized first steps magnify it on parameters whose gradient is ~0)."""
+    assert main(_cli(["--out-dir", str(tmp_path / "one"), "--batch-size", "8"])) == 0
+    assert main(_cli(["--out-dir", str(tmp_path / "accum"), "--batch-size", "4", "--grad-accum", "2"])) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "edgetune.assemble",
+        *_cli(["--out-dir", str(tmp_path / "two"), "--batch-size", "4"]),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = _weights(tmp_path / "one")
+    for other in ("two", "accum"):
+        weights = _weights(tmp_path / other)
+        worst = max((one[k] - weights[k]).abs().max().item() for k in one)
+        assert worst < 5e-5, (other, worst)
+        losses = [h["loss"] for h in json.loads((tmp_path / other / "result.json").read_text())["history"]]
+        reference = [h["loss"] for h in json.loads((tmp_path / "one" / "result.json").read_text())["history"]]
+        assert losses == pytest.approx(reference, abs=1e-6), other
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["device"].endswith("× 2")
+
+
+def test_cli_validation(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--phase", "MT", "--out-dir", "x"])
+    assert "MT needs --meta" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse(["--phase", "FT", "--out-dir", "x", "--incubation", "a"])
+    assert "FT needs 4 --incubation dirs" in capsys.readouterr().err
+    assert parse(["--phase", "E2E", "--out-dir", "x", "--depths", "3", "3"]).depths == (3, 3)
+    assert Division((3, 3)).total == 6 and stage_state  # public API imported
