@@ -7,12 +7,16 @@ import nbformat
 import papermill as pm
 import pytest
 
-from edgetune import customize, motivation
+from edgetune import assemble, customize, motivation
 from edgetune.cli import NOTEBOOKS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PRESENT = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-CONFIGS = {"01_motivation.ipynb": motivation.PARAMETERS, "02_customization.ipynb": customize.PARAMETERS}
+CONFIGS = {
+    "01_motivation.ipynb": motivation.PARAMETERS,
+    "02_customization.ipynb": customize.PARAMETERS,
+    "04_assembling.ipynb": assemble.PARAMETERS,
+}
 
 
 def test_every_present_notebook_belongs_to_a_section():

@@ -1,9 +1,10 @@
 """Assembling: Deep Model Assembling / Deep Incubation (Ni et al., arXiv 2212.04129; ICCV 2023).
 
-Work in progress: the divided ViT, the PT/MT/FT model surgery and the accelerate entry point
-(`python -m edgetune.assemble`, DDP-tested on CPU) exist; notebook 04, its claims and its benchmarks do not yet.
+The divided ViT and the PT/MT/FT model surgery (`model`), one accelerate training loop for every phase
+(`train`, `python -m edgetune.assemble`), and the section's pipeline, figures and claims (`core`, `plots`, `ledger`).
 """
 
+from edgetune.assemble.config import PARAMETERS, PROFILES, AssemblingConfig, config
 from edgetune.assemble.model import (
     Division,
     assemble,
@@ -17,9 +18,13 @@ from edgetune.assemble.model import (
 )
 
 __all__ = [
+    "PARAMETERS",
+    "PROFILES",
+    "AssemblingConfig",
     "Division",
     "assemble",
     "build_divided",
+    "config",
     "incubation_division",
     "incubation_model",
     "load_stage",

@@ -62,6 +62,7 @@ class AssembleConfig:
     clip_grad: float | None = None
     seed: int = 0
     checkpoint_every: int = 50
+    eval_every: int = 0  # test accuracy every this many steps into the history (0: only at the end)
     meta: str | None = None  # PT output dir (MT)
     incubation: tuple[str, ...] = field(default_factory=tuple)  # MT output dirs in stage order (FT)
 
@@ -148,7 +149,7 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     start, history = _resume(accelerator, out)
-    history = _train(cfg, accelerator, model, optimizer, params, (train_x, train_y), start, history)
+    history = _train(cfg, accelerator, model, optimizer, params, (train_x, train_y), start, history, test)
     return _finish(cfg, accelerator, model, division, test, history, flops_per_image)
 
 
@@ -161,7 +162,7 @@ def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
     return int(found[-1].parent.name.split("_")[1]), json.loads(found[-1].read_text())
 
 
-def _train(cfg, accelerator, model, optimizer, params, train, start, history) -> list[dict]:
+def _train(cfg, accelerator, model, optimizer, params, train, start, history, test) -> list[dict]:
     """The visible loop: per step, `grad_accum` micro-batches of `batch_size` per process."""
     micro, procs, rank = cfg.batch_size, accelerator.num_processes, accelerator.process_index
     begin = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
@@ -190,6 +191,9 @@ def _train(cfg, accelerator, model, optimizer, params, train, start, history) ->
                 "seconds": time.perf_counter() - begin,
             }
         )
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            history[-1]["accuracy"] = _accuracy(accelerator.unwrap_model(model), test, accelerator.device)
+            model.train()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _checkpoint(accelerator, Path(cfg.out_dir), step + 1, history)
     return history

@@ -44,6 +44,7 @@ VIT_FAMILY: dict[str, ViTShape] = {
     "edge-tiny": ViTShape(32, 8, 48, 4, 3, 192),
     "edge-small": ViTShape(32, 8, 64, 8, 4, 256),
     "edge-base": ViTShape(32, 4, 192, 12, 3, 768),
+    "edge-deep": ViTShape(32, 4, 192, 24, 3, 768),  # deep and narrow: the assembling section's gpu profile
     "vit-ti16": ViTShape(224, 16, 192, 12, 3, 768),
     "vit-s16": ViTShape(224, 16, 384, 12, 6, 1536),
     "vit-b16": ViTShape(224, 16, 768, 12, 12, 3072),

@@ -1,0 +1,143 @@
+"""The assembling section: PT → MT (K modules) → FT against end-to-end training of the same model at the same
+training cost (FLOPs, the meta model counted), at several shares of the training data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from edgetune.assemble.config import AssemblingConfig
+from edgetune.assemble.model import Division, assemble
+from edgetune.assemble.train import AssembleConfig, _accuracy, _load_run, data, run
+from edgetune.runs import RunResult, stage_dir
+
+PHASE_ORDER = ("PT", "MT", "FT")
+
+
+def _common(cfg: AssemblingConfig, fraction: float) -> dict:
+    return dict(
+        model=cfg.model,
+        depths=cfg.depths,
+        num_classes=cfg.num_classes,
+        train_size=max(cfg.batch_size, round(cfg.train_size * fraction)),
+        test_size=cfg.test_size,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        seed=cfg.seed,
+        eval_every=cfg.eval_every,
+        checkpoint_every=10_000,
+    )
+
+
+def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dict[str, RunResult]:
+    """All runs at one data share: PT, MT 0..K−1, FT, then E2E with as many steps as the assembling total costs.
+    Every run lives in runs/cache/assembling-<hash>/<share>/<phase> and is reused when finished."""
+    base = stage_dir("assembling", cfg.subset()) / f"data{fraction:g}"
+    if force and base.exists():
+        shutil.rmtree(base)
+    common = _common(cfg, fraction)
+    runs = {"PT": run(AssembleConfig("PT", str(base / "PT"), steps=cfg.pt_steps, **common))}
+    for i in range(len(cfg.depths)):
+        runs[f"MT{i}"] = run(
+            AssembleConfig("MT", str(base / f"MT{i}"), idx=i, meta=str(base / "PT"), steps=cfg.mt_steps, **common)
+        )
+    mt_dirs = tuple(str(base / f"MT{i}") for i in range(len(cfg.depths)))
+    runs["FT"] = run(AssembleConfig("FT", str(base / "FT"), incubation=mt_dirs, steps=cfg.ft_steps, **common))
+    spent = sum(r.flops for r in runs.values())
+    per_step = runs["FT"].flops / cfg.ft_steps  # E2E trains the same model as FT: the same cost per step
+    runs["E2E"] = run(AssembleConfig("E2E", str(base / "E2E"), steps=max(1, round(spent / per_step)), **common))
+    runs["assembled"] = _assembled_accuracy(cfg, common, mt_dirs)
+    return runs
+
+
+def _assembled_accuracy(cfg: AssemblingConfig, common: dict, mt_dirs: tuple[str, ...]) -> RunResult:
+    """Accuracy of the stitched model right after assembling, before any fine-tuning."""
+    ft_cfg = AssembleConfig("FT", "unused", incubation=mt_dirs, steps=1, **common)
+    model = assemble([_load_run(Path(d), ft_cfg) for d in mt_dirs], Division(cfg.depths), ft_cfg.shape, cfg.num_classes)
+    _, test = data(ft_cfg)
+    acc = _accuracy(model, test, torch.device("cpu"))
+    return RunResult(stage="assemble-stitched", config={}, seed=cfg.seed, metrics={"accuracy": acc}, flops=0.0)
+
+
+def cost_table(all_runs: dict[float, dict[str, RunResult]]) -> pd.DataFrame:
+    """Per data share and method: final accuracy and training cost (TFLOPs), the assembling cost split by phase."""
+    rows = []
+    for fraction, runs in all_runs.items():
+        for name, r in runs.items():
+            if name in ("E2E", "assembled"):
+                continue
+            phase = "MT" if name.startswith("MT") else name
+            rows.append(
+                {
+                    "data": fraction,
+                    "method": "assembling",
+                    "phase": phase,
+                    "tflops": r.flops / 1e12,
+                    "accuracy": runs["FT"].metrics["accuracy"],
+                }
+            )
+        rows.append(
+            {
+                "data": fraction,
+                "method": "E2E",
+                "phase": "E2E",
+                "tflops": runs["E2E"].flops / 1e12,
+                "accuracy": runs["E2E"].metrics["accuracy"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    return table.groupby(["data", "method", "phase"], as_index=False, sort=False).agg(
+        tflops=("tflops", "sum"), accuracy=("accuracy", "first")
+    )
+
+
+def convergence(runs: dict[str, RunResult]) -> pd.DataFrame:
+    """Test accuracy against cumulative training cost: E2E from zero, assembling's FT after PT + MT."""
+    offset = sum(r.flops for n, r in runs.items() if n == "PT" or n.startswith("MT"))
+    rows = []
+    for method, r, start in (("E2E", runs["E2E"], 0.0), ("assembling (FT)", runs["FT"], offset)):
+        per_step = r.flops / len(r.history)
+        rows += [
+            {
+                "method": method,
+                "step": h["step"],
+                "tflops": (start + per_step * h["step"]) / 1e12,
+                "accuracy": h["accuracy"],
+            }
+            for h in r.history
+            if "accuracy" in h
+        ]
+    return pd.DataFrame(rows)
+
+
+def speedup(curve: pd.DataFrame, e2e_final: float) -> float:
+    """E2E's total cost over the cost at which assembling first reaches E2E's final accuracy (nan if never)."""
+    e2e_cost = curve[curve.method == "E2E"].tflops.max()
+    reached = curve[(curve.method == "assembling (FT)") & (curve.accuracy >= e2e_final)]
+    return float(e2e_cost / reached.tflops.min()) if len(reached) else float("nan")
+
+
+def summary(all_runs: dict[float, dict[str, RunResult]]) -> pd.DataFrame:
+    """Per data share: E2E and assembling accuracy, the gain, accuracy right after assembling, and costs."""
+    rows = []
+    for fraction, runs in all_runs.items():
+        parts = [r for n, r in runs.items() if n not in ("E2E", "assembled")]
+        assembling_cost = sum(r.flops for r in parts)
+        rows.append(
+            {
+                "data": fraction,
+                "e2e_accuracy": runs["E2E"].metrics["accuracy"],
+                "assembling_accuracy": runs["FT"].metrics["accuracy"],
+                "gain_pp": 100 * (runs["FT"].metrics["accuracy"] - runs["E2E"].metrics["accuracy"]),
+                "assembled_before_ft": runs["assembled"].metrics["accuracy"],
+                "assembling_tflops": assembling_cost / 1e12,
+                "e2e_tflops": runs["E2E"].flops / 1e12,
+                "assembling_seconds": sum(r.wall_time_s for r in parts),
+                "e2e_seconds": runs["E2E"].wall_time_s,
+            }
+        )
+    return pd.DataFrame(rows)
