@@ -70,8 +70,10 @@ BUDGETS_S = {
     ("motivation", "default"): 120,
     ("customization", "smoke"): 60,
     ("customization", "default"): 240,
+    ("assembling", "smoke"): 60,
+    ("assembling", "default"): 240,
 }
-SECTIONS = ("motivation", "customization")
+SECTIONS = ("motivation", "customization", "assembling")
 
 
 def main(argv: list[str] | None = None) -> int:
