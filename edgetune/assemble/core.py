@@ -11,10 +11,8 @@ import torch
 
 from edgetune.assemble.config import AssemblingConfig
 from edgetune.assemble.model import Division, assemble
-from edgetune.assemble.train import AssembleConfig, _accuracy, _load_run, data, run
+from edgetune.assemble.train import AssembleConfig, data, evaluate_accuracy, load_run, run
 from edgetune.runs import RunResult, stage_dir
-
-PHASE_ORDER = ("PT", "MT", "FT")
 
 
 def _common(cfg: AssemblingConfig, fraction: float) -> dict:
@@ -57,9 +55,9 @@ def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dic
 def _assembled_accuracy(cfg: AssemblingConfig, common: dict, mt_dirs: tuple[str, ...]) -> RunResult:
     """Accuracy of the stitched model right after assembling, before any fine-tuning."""
     ft_cfg = AssembleConfig("FT", "unused", incubation=mt_dirs, steps=1, **common)
-    model = assemble([_load_run(Path(d), ft_cfg) for d in mt_dirs], Division(cfg.depths), ft_cfg.shape, cfg.num_classes)
+    model = assemble([load_run(Path(d), ft_cfg) for d in mt_dirs], Division(cfg.depths), ft_cfg.shape, cfg.num_classes)
     _, test = data(ft_cfg)
-    acc = _accuracy(model, test, torch.device("cpu"))
+    acc = evaluate_accuracy(model, test, torch.device("cpu"))
     return RunResult(stage="assemble-stitched", config={}, seed=cfg.seed, metrics={"accuracy": acc}, flops=0.0)
 
 

@@ -99,7 +99,7 @@ def build_model(cfg: AssembleConfig):
         model, division = incubation_model(meta, target, cfg.idx, cfg.shape, cfg.num_classes, seed=cfg.seed)
         return model, division, stage_parameters(model, division, cfg.idx)
     if cfg.phase == "FT":
-        runs = [_load_run(Path(d), cfg) for d in cfg.incubation]
+        runs = [load_run(Path(d), cfg) for d in cfg.incubation]
         model = assemble(runs, target, cfg.shape, cfg.num_classes)
         return model, target, list(model.parameters())
     torch.manual_seed(cfg.seed)
@@ -114,7 +114,7 @@ def _finished(out_dir: str | Path) -> Path:
     return path
 
 
-def _load_run(out_dir: Path, cfg: AssembleConfig):
+def load_run(out_dir: Path, cfg: AssembleConfig):
     config = json.loads((_finished(out_dir) / "result.json").read_text())["config"]
     division = Division(tuple(config["division"]))
     model = build_divided(cfg.shape, division, cfg.num_classes)
@@ -192,7 +192,7 @@ def _train(cfg, accelerator, model, optimizer, params, train, start, history, te
             }
         )
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            history[-1]["accuracy"] = _accuracy(accelerator.unwrap_model(model), test, accelerator.device)
+            history[-1]["accuracy"] = evaluate_accuracy(accelerator.unwrap_model(model), test, accelerator.device)
             model.train()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _checkpoint(accelerator, Path(cfg.out_dir), step + 1, history)
@@ -217,7 +217,7 @@ def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[di
 
 
 @torch.no_grad()
-def _accuracy(model, test, device) -> float:
+def evaluate_accuracy(model, test, device) -> float:
     model.eval()
     hits = sum(
         (model(normalize(test[0][i : i + 256]).to(device)).argmax(-1).cpu() == test[1][i : i + 256]).sum()
@@ -235,7 +235,7 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
         config={**asdict(cfg), "division": list(division.depths)},
         seed=cfg.seed,
         history=history,
-        metrics={"accuracy": _accuracy(plain, test, accelerator.device)},
+        metrics={"accuracy": evaluate_accuracy(plain, test, accelerator.device)},
         params_total=sum(p.numel() for p in plain.parameters()),
         params_trainable=sum(p.numel() for p in plain.parameters() if p.requires_grad),
         flops=3.0 * flops_per_image * images,
