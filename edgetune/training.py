@@ -70,3 +70,12 @@ def accuracy(model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size:
         hits = torch.stack([(o.argmax(-1) == y).sum() for o in outputs]).cpu()
         correct = hits if correct is None else correct + hits
     return (correct.double() / len(x_all)).tolist()
+
+
+def flush_history(pending: list[torch.Tensor], last_step: int, names: list[str]) -> list[dict[str, float]]:
+    """Turn per-step metric tensors kept on the device (one (len(names),) tensor per step, ending at `last_step`)
+    into history rows with one host sync, and empty the buffer."""
+    values = torch.stack(pending).tolist()
+    pending.clear()
+    first = last_step - len(values) + 1
+    return [{"step": first + i, **dict(zip(names, row, strict=True))} for i, row in enumerate(values)]

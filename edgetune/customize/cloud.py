@@ -21,8 +21,8 @@ from timm.models.vision_transformer import VisionTransformer
 from tqdm import tqdm
 
 from edgetune.customize.supernet import FULL, SubnetSpec, accumulate_importance, supernet_forward
-from edgetune.runs import Checkpointer, Meter, RunResult, count_parameters, describe_device, package_versions
-from edgetune.training import autocast, draw_batch
+from edgetune.runs import Checkpointer, Meter, RunResult
+from edgetune.training import autocast, draw_batch, flush_history
 
 
 def importance_scores(
@@ -123,26 +123,15 @@ def train_elastic(
             optimizer.step()
             pending.append(torch.stack(losses))
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-                history += _rows(pending, step + 1, specs)
+                history += flush_history(pending, step + 1, [str(s) for s in specs])
                 ckpt.maybe_save(step + 1, vit, optimizer, g, history, final=step + 1 == steps)
-    total, trainable = count_parameters(vit)
-    return RunResult(
-        stage=stage,
-        config=config,
-        seed=seed,
+    return RunResult.measured(
+        stage,
+        config,
+        seed,
+        vit,
+        device,
+        meter,
         history=history,
         metrics={"final_loss_full": history[-1][str(specs[0])] if history else math.nan},
-        params_total=total,
-        params_trainable=trainable,
-        wall_time_s=meter.wall_time_s,
-        peak_memory_bytes=meter.peak_memory_bytes,
-        device=describe_device(device),
-        versions=package_versions(),
     )
-
-
-def _rows(pending: list[torch.Tensor], last_step: int, specs: list[SubnetSpec]) -> list[dict[str, float]]:
-    values = torch.stack(pending).tolist()  # (steps, specs): one host sync per checkpoint
-    pending.clear()
-    first = last_step - len(values) + 1
-    return [{"step": first + i, **{str(s): v for s, v in zip(specs, row, strict=True)}} for i, row in enumerate(values)]

@@ -5,7 +5,6 @@ tensor that crosses a tier boundary goes through one `Network`, which counts its
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -37,12 +36,11 @@ from edgetune.data.sources import Source, load_source
 from edgetune.models import forward_flops, image_size, open_vit
 from edgetune.profiles import pick_device
 from edgetune.runs import (
+    Meter,
     RunResult,
     cached,
     count_parameters,
-    describe_device,
     load_weights,
-    package_versions,
     save_weights,
 )
 from edgetune.training import accuracy, finetune, normalize
@@ -89,25 +87,20 @@ def cloud_supernet(
 
     def finetuned(folder: Path) -> RunResult:
         vit = new_vit(cfg)
-        start = time.perf_counter()
-        losses = finetune(
-            vit,
-            source.train,
-            steps=cfg.finetune_steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.finetune_lr,
-            seed=cfg.seed,
-            device=device,
-        )
+        with Meter(device) as meter:
+            losses = finetune(
+                vit,
+                source.train,
+                steps=cfg.finetune_steps,
+                batch_size=cfg.batch_size,
+                lr=cfg.finetune_lr,
+                seed=cfg.seed,
+                device=device,
+            )
         save_weights(vit, folder / "model.safetensors")
-        return _result(
-            "acme-finetune",
-            cfg.subset(*FINETUNE_FIELDS),
-            cfg,
-            vit,
-            device,
-            start,
-            [{"step": i + 1, "loss": v} for i, v in enumerate(losses)],
+        history = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
+        return RunResult.measured(
+            "acme-finetune", cfg.subset(*FINETUNE_FIELDS), cfg.seed, vit, device, meter, history=history
         )
 
     def dynavitw(folder: Path) -> RunResult:
@@ -170,21 +163,6 @@ def _elastic(cfg, vit, teacher, specs, steps, stage, field_names, folder, source
     )
     save_weights(vit, folder / "model.safetensors")
     return result
-
-
-def _result(stage, config, cfg, model, device, start, history) -> RunResult:
-    total, trainable = count_parameters(model)
-    return RunResult(
-        stage=stage,
-        config=config,
-        seed=cfg.seed,
-        history=history,
-        params_total=total,
-        params_trainable=trainable,
-        wall_time_s=time.perf_counter() - start,
-        device=describe_device(device),
-        versions=package_versions(),
-    )
 
 
 def accuracy_grid(vit: VisionTransformer, source: Source, device) -> pd.DataFrame:
@@ -296,13 +274,26 @@ def grid_of(backbone: VisionTransformer) -> int:
     return backbone.patch_embed.grid_size[0]
 
 
+def header_data(cfg: CustomizeConfig, backbone: VisionTransformer, source: Source, device):
+    """Frozen-feature training set (the first `header_train_size` images) and test set of a sub-backbone."""
+    n = min(cfg.header_train_size, len(source.train[0]))
+    train = features(backbone, source.train[0][:n], device), source.train[1][:n]
+    return train, (features(backbone, source.test[0], device), source.test[1])
+
+
+def fit_and_score(cfg: CustomizeConfig, head: torch.nn.Module, train, test, device) -> float:
+    """Train a header on frozen features for `header_steps`, then its test accuracy."""
+    train_head(
+        head, *train, steps=cfg.header_steps, lr=cfg.header_lr, batch_size=cfg.batch_size, seed=cfg.seed, device=device
+    )
+    return dev.evaluate(head, *test, device=device)
+
+
 def edge_header(cfg: CustomizeConfig, backbone: VisionTransformer, source: Source, device):
     """Search a header on the chosen sub-backbone under the parameter budget, then train it; returns the search
     result, the trained header and its test accuracy."""
-    n = min(cfg.header_train_size, len(source.train[0]))
-    train = features(backbone, source.train[0][:n], device), source.train[1][:n]
-    test = features(backbone, source.test[0], device), source.test[1]
-    split = int(0.8 * n)  # the reward set is held out of the child training, as in ENAS
+    train, test = header_data(cfg, backbone, source, device)
+    split = int(0.8 * len(train[1]))  # the reward set is held out of the child training, as in ENAS
     dims = dict(num_classes=cfg.num_classes, embed_dim=backbone.embed_dim, grid=grid_of(backbone))
     search = edge.search_header(
         train[0][:split],
@@ -320,22 +311,17 @@ def edge_header(cfg: CustomizeConfig, backbone: VisionTransformer, source: Sourc
         progress=True,
     )
     head = heads.CellHeader.from_shared(search.shared, search.arch)
-    train_head(
-        head, *train, steps=cfg.header_steps, lr=cfg.header_lr, batch_size=cfg.batch_size, seed=cfg.seed, device=device
-    )
-    return search, head, dev.evaluate(head, *test, device=device)
+    return search, head, fit_and_score(cfg, head, train, test, device)
 
 
 def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Source, arch, device) -> pd.DataFrame:
     """Linear, MLP, Mixer, CNN-projection and the searched cell header on sub-backbones of every depth (full
     width), each trained for the same steps on the same frozen features (ACME's header-vs-backbone-size figure)."""
     rows = []
-    n = min(cfg.header_train_size, len(source.train[0]))
     for depth in DEPTHS:
         spec = snap(vit, 1.0, depth)
         backbone = extract_subnet(vit, spec)
-        train = features(backbone, source.train[0][:n], device), source.train[1][:n]
-        test = features(backbone, source.test[0], device), source.test[1]
+        train, test = header_data(cfg, backbone, source, device)
         dims = (backbone.embed_dim, grid_of(backbone), cfg.num_classes)
         candidates = {name: make(*dims) for name, make in BASELINE_HEADS.items()}
         candidates["NAS (ours)"] = heads.CellHeader(
@@ -343,22 +329,14 @@ def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Sour
         )
         for name, head in candidates.items():
             torch.manual_seed(cfg.seed)
-            train_head(
-                head,
-                *train,
-                steps=cfg.header_steps,
-                lr=cfg.header_lr,
-                batch_size=cfg.batch_size,
-                seed=cfg.seed,
-                device=device,
-            )
+            accuracy = fit_and_score(cfg, head, train, test, device)
             rows.append(
                 {
                     "depth": spec.depth,
                     "backbone_params_m": subnet_params(vit, spec) / 1e6,
                     "head": name,
                     "head_params": heads.count_parameters(head),
-                    "accuracy": dev.evaluate(head, *test, device=device),
+                    "accuracy": accuracy,
                 }
             )
     return pd.DataFrame(rows)
@@ -454,17 +432,13 @@ def canonical_arch(nodes: int) -> heads.CellArch:
     return heads.CellArch(tuple((j, "sep3", j + 1, "avg3") for j in range(nodes)))
 
 
-def header_size_grid(
-    cfg: CustomizeConfig, vit: VisionTransformer, source: Source, device, sizes: tuple[int, ...] = (1, 2, 3)
-) -> pd.DataFrame:
+def header_size_grid(cfg: CustomizeConfig, vit: VisionTransformer, source: Source, device) -> pd.DataFrame:
     """Accuracy of cell headers with B cells per layer × U layers at the smallest (w = d = 0.25) and the full
     backbone (ACME's NAS hyper-parameter heatmaps; a fixed canonical cell per B here, not a search per cell)."""
     rows = []
-    n = min(cfg.header_train_size, len(source.train[0]))
     for name, spec in (("w=d=0.25", snap(vit, 0.25, 0.25)), ("full", FULL)):
         backbone = extract_subnet(vit, spec)
-        train = features(backbone, source.train[0][:n], device), source.train[1][:n]
-        test = features(backbone, source.test[0], device), source.test[1]
+        train, test = header_data(cfg, backbone, source, device)
         for nodes in cfg.header_grid:
             for layers in cfg.header_grid:
                 head = heads.CellHeader(
@@ -476,22 +450,14 @@ def header_size_grid(
                     layers,
                     generator=torch.Generator().manual_seed(cfg.seed),
                 )
-                train_head(
-                    head,
-                    *train,
-                    steps=cfg.header_steps,
-                    lr=cfg.header_lr,
-                    batch_size=cfg.batch_size,
-                    seed=cfg.seed,
-                    device=device,
-                )
+                accuracy = fit_and_score(cfg, head, train, test, device)
                 rows.append(
                     {
                         "backbone": name,
                         "nodes": nodes,
                         "layers": layers,
                         "head_params": heads.count_parameters(head),
-                        "accuracy": dev.evaluate(head, *test, device=device),
+                        "accuracy": accuracy,
                     }
                 )
     return pd.DataFrame(rows)

@@ -12,8 +12,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from tqdm import tqdm
 
-from edgetune.runs import Checkpointer, Meter, RunResult, count_parameters, describe_device, package_versions
-from edgetune.training import autocast, draw_batch
+from edgetune.runs import Checkpointer, Meter, RunResult
+from edgetune.training import autocast, draw_batch, flush_history
 
 
 class EarlyExitViT(nn.Module):
@@ -82,30 +82,18 @@ def train_early_exit(
             optimizer.step()
             pending.append(torch.stack([loss, losses[-1]]).detach())
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-                history += _flush(pending, step + 1)
+                history += flush_history(pending, step + 1, ["loss", "loss_last_exit"])
                 ckpt.maybe_save(step + 1, model, optimizer, g, history, final=step + 1 == steps)
-    total, trainable = count_parameters(model)
-    return RunResult(
-        stage="motivation-early-exit",
-        config=config,
-        seed=seed,
+    return RunResult.measured(
+        "motivation-early-exit",
+        config,
+        seed,
+        model,
+        device,
+        meter,
         history=history,
         metrics={"final_loss": history[-1]["loss"] if history else float("nan")},
-        params_total=total,
-        params_trainable=trainable,
-        wall_time_s=meter.wall_time_s,
-        peak_memory_bytes=meter.peak_memory_bytes,
-        device=describe_device(device),
-        versions=package_versions(),
     )
-
-
-def _flush(pending: list[torch.Tensor], last_step: int) -> list[dict[str, float]]:
-    """Turn the device-side losses of the steps up to `last_step` into history rows, and empty the buffer."""
-    values = torch.stack(pending).tolist()
-    pending.clear()
-    first = last_step - len(values) + 1
-    return [{"step": first + i, "loss": total, "loss_last_exit": last} for i, (total, last) in enumerate(values)]
 
 
 def _lr_factor(step: int, warmup: int, steps: int) -> float:

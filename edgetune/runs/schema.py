@@ -36,6 +36,17 @@ class RunResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     key: str = ""
 
+    @classmethod
+    def measured(
+        cls, stage: str, config: dict[str, Any], seed: int, model: torch.nn.Module, device, meter: Meter, **fields
+    ) -> RunResult:
+        """A result whose environment fields come from the run itself: `model`'s parameter counts, `meter`'s wall
+        time and peak memory, the device's name and the installed package versions."""
+        total, trainable = count_parameters(model)
+        return cls(stage=stage, config=config, seed=seed, params_total=total, params_trainable=trainable,
+                   wall_time_s=meter.wall_time_s, peak_memory_bytes=meter.peak_memory_bytes,
+                   device=describe_device(device), versions=package_versions(), **fields)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
