@@ -67,9 +67,9 @@ PROFILES: dict[str, AssemblingConfig] = {
         test_size=4_000,
         batch_size=256,
         lr=1e-3,
-        pt_steps=1_000,
-        mt_steps=600,
-        ft_steps=600,
+        pt_steps=800,
+        mt_steps=400,
+        ft_steps=400,
         eval_every=100,
     ),
     "paper": AssemblingConfig(
