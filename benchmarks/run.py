@@ -70,10 +70,12 @@ BUDGETS_S = {
     ("motivation", "default"): 120,
     ("customization", "smoke"): 60,
     ("customization", "default"): 240,
+    ("retraining", "smoke"): 60,
+    ("retraining", "default"): 240,
     ("assembling", "smoke"): 60,
     ("assembling", "default"): 240,
 }
-SECTIONS = ("motivation", "customization", "assembling")
+SECTIONS = ("motivation", "customization", "retraining", "assembling")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from edgetune import assemble, customize, motivation
+from edgetune import assemble, customize, motivation, retrain
 from edgetune.cli import NOTEBOOKS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -15,6 +15,7 @@ PRESENT = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CONFIGS = {
     "01_motivation.ipynb": motivation.PARAMETERS,
     "02_customization.ipynb": customize.PARAMETERS,
+    "03_retraining.ipynb": retrain.PARAMETERS,
     "04_assembling.ipynb": assemble.PARAMETERS,
 }
 
