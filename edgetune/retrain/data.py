@@ -43,7 +43,13 @@ OPERATIONS = (
     "sharpness",
     "brightness",
     "autocontrast",
+    "fog",
+    "rain",
+    "snow",
+    "dark",
+    "cast",
 )
+WEATHER = ("fog", "rain", "snow", "cast")  # Domain factors of the same names
 
 
 @dataclass(frozen=True)
@@ -161,5 +167,5 @@ def _operation(x: torch.Tensor, name: str, m: float) -> torch.Tensor:
     if name == "dark":
         return apply_domain(x, Domain(name="dark", brightness=-0.8 * m))
     if name in WEATHER:
-        return apply_domain(x, Domain(name=name, **{WEATHER[name]: 0.8 * m}))
+        return apply_domain(x, Domain(name=name, **{name: 0.8 * m}))
     return TF.autocontrast(x)
