@@ -93,7 +93,9 @@ def lora_finetuned(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
     """The fm: LoRA fine-tuned on the labelled source data and merged back into a plain timm ViT."""
 
     def compute(folder: Path) -> RunResult:
-        model = get_peft_model(fm, lora_config(fm, cfg.lora_divisor))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = get_peft_model(fm, lora_config(fm, cfg.lora_divisor))
         result = train_classifier(
             model,
             stream.source,
@@ -120,7 +122,9 @@ def knowledge_base(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
     """The kb (distilled, then gate-trained) and the neuron index; accuracies at sparsity 0, cfg.sparsity and max."""
 
     def compute(folder: Path) -> RunResult:
-        kb = build_knowledge_base(fm, cfg.head_keep, cfg.mlp_keep).to(device)
+        with torch.random.fork_rng(devices=[]):  # the gates' initialization
+            torch.manual_seed(cfg.seed)
+            kb = build_knowledge_base(fm, cfg.head_keep, cfg.mlp_keep).to(device)
         common = dict(
             batch_size=cfg.batch_size,
             lr=cfg.kb_lr,

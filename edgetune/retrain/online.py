@@ -161,7 +161,9 @@ def baselines(cfg: RetrainingConfig, offline: Offline, sample: torch.Tensor):
     config = LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_rank, lora_dropout=0.0, target_modules=["down", "up", "fc1", "fc2"]
     )
-    lora = get_peft_model(copy.deepcopy(fixed), config).get_base_model()
+    with torch.random.fork_rng(devices=[]):  # the adapters' initialization, seeded without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        lora = get_peft_model(copy.deepcopy(fixed), config).get_base_model()
     return fixed, lora
 
 
