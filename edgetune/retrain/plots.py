@@ -32,7 +32,7 @@ def stream_figure(curves: pd.DataFrame, rows: pd.DataFrame) -> plt.Figure:
         ylabel="held-out accuracy",
         title="Accuracy over the domain stream, every method at the same per-window budget",
     )
-    ax.legend(frameon=False, fontsize=7, ncol=3, loc="lower left")
+    ax.legend(frameon=False, fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return fig
 
 
