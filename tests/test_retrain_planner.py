@@ -219,3 +219,13 @@ def test_planner_errors():
     free = BlockCosts(np.zeros(2), np.zeros(2), np.ones(2), np.ones(2))
     with pytest.raises(ValueError, match="per-iteration time is 0"):
         greedy(lambda q, c: np.zeros((len(c), len(q))), free, 10.0, 100.0)
+
+
+def test_exact_breaks_ties_toward_the_longest_training():
+    costs = BlockCosts(np.full(3, 2.0), np.ones(3), np.full(3, 2.0), np.ones(3))
+
+    def flat(iterations, compressed):  # a law saturated at the cap: every plan and every q predicts 1
+        return np.ones((np.atleast_2d(compressed).shape[0], len(iterations)))
+
+    best = exact(flat, costs, time_budget=30.0, memory_budget=10.0, cap=1.0)
+    assert best.objective == 1.0 and best.iterations == 10 and all(best.compressed)

@@ -32,6 +32,7 @@ from edgetune.retrain.law import ScalingLaw
 
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 TINY = 1e-12  # stands in for a zero time difference between a block's full and compressed forms
+TIE = 1e-12  # objective values this close count as equal
 MAX_EXACT_BLOCKS = 16
 
 
@@ -202,9 +203,13 @@ def exact(
         acc = _capped(predict(np.arange(limits.max() + 1), plans[rows].astype(float)), cap)  # (p, Q+1)
         means = np.cumsum(acc, axis=1) / np.arange(1, acc.shape[1] + 1)
         means[np.arange(acc.shape[1])[None, :] > limits[rows, None]] = -np.inf
-        p, q = np.unravel_index(np.argmax(means), means.shape)
-        if means[p, q] > best_value:
-            best_value, best = means[p, q], (plans[rows[p]], q)
+        # Ties (a law saturating at the cap makes many plans equal) go to the plan that trains longest: unspent
+        # budget buys nothing, and greedy would spend it too.
+        top = means.max()
+        ps, qs = np.nonzero(means >= top - TIE)
+        p, q = ps[np.argmax(qs)], int(qs.max())
+        if top > best_value + TIE or (top >= best_value - TIE and q > best[1]):
+            best_value, best = max(top, best_value), (plans[rows[p]], q)
     return _plan(predict, costs, best[0], best[1], cap)
 
 
