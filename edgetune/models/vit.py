@@ -7,6 +7,7 @@ stream (embed_dim) and the head size are kept, so a pruned model is a drop-in re
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -169,21 +170,23 @@ def narrow_block_state(block, prefix: str, head_idx: torch.Tensor, unit_idx: tor
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of one forward pass, counted by torch's FlopCounterMode.
-
-    FlopCounterMode does not count the CPU kernel behind `scaled_dot_product_attention`, so attention would go
-    missing from the count on CPU; timm's attention modules are switched to their explicit-matmul path
-    (`fused_attn = False`, same maths) while counting, then restored.
-    """
+@contextmanager
+def explicit_attention(model: torch.nn.Module):
+    """Switch timm's attention modules to their explicit-matmul path (`fused_attn = False`, same maths) for the
+    duration: FlopCounterMode does not count the CPU kernel behind `scaled_dot_product_attention`."""
     attns = [m for m in model.modules() if hasattr(m, "fused_attn")]
     saved = [m.fused_attn for m in attns]
     try:
         for m in attns:
             m.fused_attn = False
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+        yield model
     finally:
         for m, fused in zip(attns, saved, strict=True):
             m.fused_attn = fused
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass, counted by torch's FlopCounterMode (attention on its explicit path, so it counts)."""
+    with explicit_attention(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
     return counter.get_total_flops()

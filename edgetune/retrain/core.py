@@ -16,11 +16,11 @@ from edgetune.profiles import pick_device
 from edgetune.retrain.config import KB_FIELDS, RetrainingConfig
 from edgetune.retrain.data import Stream, load_stream, simulated_target
 from edgetune.retrain.kb import edge_model
-from edgetune.retrain.law import ScalingLaw, choose_form, compare_forms, fit_quality
+from edgetune.retrain.law import ScalingLaw, agreement, choose_form, compare_forms, split_trials
 from edgetune.retrain.offline import Offline, prepare
 from edgetune.retrain.online import (
-    _frozen_head,
     features,
+    freeze_head,
     hardest_sample,
     moments,
     run_stream,
@@ -109,7 +109,7 @@ def _trial(cfg, offline: Offline, stream: Stream, src_moments, t: int, device) -
     test = (simulated_target(stream.source_test[0], seed)[0], stream.source_test[1])
     stats = window_stats(offline.kb, src_moments, target[: cfg.stat_size], device)
     sample = hardest_sample(offline.kb, target[: cfg.batch_size], device)
-    small = _frozen_head(edge_model(offline.kb, sample, compressed, cfg.sparsity))
+    small = freeze_head(edge_model(offline.kb, sample, compressed, cfg.sparsity))
     curve = retrain(
         small,
         [p for p in small.parameters() if p.requires_grad],
@@ -137,8 +137,6 @@ def fit_law(cfg: RetrainingConfig, points: pd.DataFrame, depth: int) -> tuple[di
 
 def law_scatter(laws: dict[str, ScalingLaw], points: pd.DataFrame, cfg: RetrainingConfig) -> pd.DataFrame:
     """Predicted vs measured accuracy of every point, per form, marked train or held-out by trial."""
-    from edgetune.retrain.law import split_trials
-
     train, test = split_trials(points, holdout=cfg.law_holdout, seed=cfg.seed)
     frames = []
     for form, law in laws.items():
@@ -257,13 +255,7 @@ def average_table(rows: pd.DataFrame) -> pd.DataFrame:
 def stream_law_quality(curves: pd.DataFrame) -> dict[str, float]:
     """The law's fit on the real stream: BlockTrainer's predicted vs measured curve points."""
     bt = curves[(curves.method == "blocktrainer") & curves.predicted.notna()]
-    y, p = bt.accuracy.to_numpy(), bt.predicted.to_numpy()
-    ss = ((y - y.mean()) ** 2).sum()
-    return {
-        "r2": float(1 - ((y - p) ** 2).sum() / ss) if ss > 0 else float("nan"),
-        "mae": float(np.abs(y - p).mean()),
-        "n": float(len(y)),
-    }
+    return agreement(bt.accuracy, bt.predicted)
 
 
 def planner_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -285,7 +277,3 @@ def planner_table(rows: pd.DataFrame) -> pd.DataFrame:
             "exact_ms",
         ]
     ].reset_index(drop=True)
-
-
-def law_quality(law: ScalingLaw, points: pd.DataFrame) -> dict[str, float]:
-    return fit_quality(law, points)

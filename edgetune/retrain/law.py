@@ -195,10 +195,16 @@ def split_trials(points: pd.DataFrame, holdout: float = 0.2, seed: int = 0) -> t
 def fit_quality(law: ScalingLaw, points: pd.DataFrame) -> dict[str, float]:
     """R², mean absolute error and count of the law's predictions against `points.accuracy`."""
     q, compressed, stats, acc = _columns(points, law.num_blocks, law.stat_names)
-    error = law._evaluate(q, compressed, stats) - acc
-    total = float(((acc - acc.mean()) ** 2).sum())
+    return agreement(acc, law._evaluate(q, compressed, stats))
+
+
+def agreement(measured, predicted) -> dict[str, float]:
+    """R², mean absolute error and count of `predicted` against `measured` (equal-length arrays)."""
+    measured, predicted = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
+    error = predicted - measured
+    total = float(((measured - measured.mean()) ** 2).sum())
     r2 = 1.0 - float((error**2).sum()) / total if total > 0 else float("nan")
-    return {"r2": r2, "mae": float(np.abs(error).mean()), "n": float(acc.size)}
+    return {"r2": r2, "mae": float(np.abs(error).mean()), "n": float(measured.size)}
 
 
 def compare_forms(

@@ -125,8 +125,8 @@ def budget(cfg: RetrainingConfig, offline: Offline, fixed, lora, sample: torch.T
     """Per-block costs from the all-full and all-compressed edge models (blocks are uniform, so a plan's cost is
     exactly linear in its full blocks); budget = `window_iterations` × factor all-compressed iterations."""
     depth = len(offline.kb.blocks)
-    f_full, m_full = cost(_frozen_head(edge_model(offline.kb, sample, [False] * depth, cfg.sparsity)), cfg)
-    f_comp, m_comp = cost(_frozen_head(edge_model(offline.kb, sample, [True] * depth, cfg.sparsity)), cfg)
+    f_full, m_full = cost(freeze_head(edge_model(offline.kb, sample, [False] * depth, cfg.sparsity)), cfg)
+    f_comp, m_comp = cost(freeze_head(edge_model(offline.kb, sample, [True] * depth, cfg.sparsity)), cfg)
     costs = BlockCosts(
         time_full=np.full(depth, f_full / depth),
         time_comp=np.full(depth, f_comp / depth),
@@ -147,7 +147,8 @@ def budget(cfg: RetrainingConfig, offline: Offline, fixed, lora, sample: torch.T
     )
 
 
-def _frozen_head(model):
+def freeze_head(model):
+    """Freeze the classifier head (BlockTrainer retrains everything else) and return the model."""
     for p in model.head.parameters():
         p.requires_grad_(False)
     return model
@@ -157,7 +158,7 @@ def baselines(cfg: RetrainingConfig, offline: Offline, sample: torch.Tensor):
     """The fixed compressed model (every block compressed, channels fixed once from a source sample) and its LoRA
     twin (peft LoRA of rank `lora_rank` on every linear of the blocks; only the adapters train)."""
     depth = len(offline.kb.blocks)
-    fixed = _frozen_head(edge_model(offline.kb, sample, [True] * depth, cfg.sparsity))
+    fixed = freeze_head(edge_model(offline.kb, sample, [True] * depth, cfg.sparsity))
     config = LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_rank, lora_dropout=0.0, target_modules=["down", "up", "fc1", "fc2"]
     )
@@ -188,7 +189,7 @@ def blocktrainer_window(
     best = exact(predict, bud.costs, bud.flops, bud.memory, cap=cfg.cap)
     exact_ms = 1e3 * (time.perf_counter() - t0)
     sample = hardest_sample(offline.kb, window.unlabelled[: cfg.batch_size], device)
-    small = _frozen_head(edge_model(offline.kb, sample, plan.compressed, cfg.sparsity))
+    small = freeze_head(edge_model(offline.kb, sample, plan.compressed, cfg.sparsity))
     curve = retrain(
         small,
         [p for p in small.parameters() if p.requires_grad],

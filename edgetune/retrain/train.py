@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from edgetune.models.vit import explicit_attention
 from edgetune.retrain.kb import gate_l1, set_sparsity
 from edgetune.runs import Checkpointer, Meter, RunResult
 from edgetune.training import accuracy, autocast, draw_batch, flush_history, normalize
@@ -160,8 +161,6 @@ def step_cost(model: nn.Module, image_size: int, batch_size: int, mmd_weight: fl
     FLOPs of the forward and backward passes (FlopCounterMode; attention on its explicit path so it is counted),
     bytes of every tensor autograd saves for the backward pass."""
     model = model.to("cpu").train()
-    attns = [m for m in model.modules() if hasattr(m, "fused_attn")]
-    saved_flags = [m.fused_attn for m in attns]
     x = torch.zeros(batch_size, 3, image_size, image_size)
     y = torch.zeros(batch_size, dtype=torch.long)
     saved = 0
@@ -172,15 +171,11 @@ def step_cost(model: nn.Module, image_size: int, batch_size: int, mmd_weight: fl
         return t
 
     try:
-        for m in attns:
-            m.fused_attn = False
-        with FlopCounterMode(display=False) as counter:
+        with explicit_attention(model), FlopCounterMode(display=False) as counter:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 loss = retrain_step(model, x, y, x, mmd_weight)
             loss.backward()
     finally:
-        for m, flag in zip(attns, saved_flags, strict=True):
-            m.fused_attn = flag
         model.zero_grad(set_to_none=True)
     return counter.get_total_flops(), saved
 
