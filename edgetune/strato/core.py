@@ -1,0 +1,122 @@
+"""The PEFT section's pipeline: every (task, seed, method) run through the cache, then the tables the notebook shows —
+scores and costs per run, their mean and spread across seeds, the success criteria against LoRA, the controller's
+overhead, ranks per layer and learning curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from edgetune.strato import train
+from edgetune.strato.config import PeftComparisonConfig
+from edgetune.strato.spec import MODULES
+
+LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "lora_mlp": "LoRA (MLP only)", "adalora": "AdaLoRA", "dora": "DoRA",
+          "strato": "STRATO"}
+
+
+def run_all(cfg: PeftComparisonConfig, *, force: bool = False) -> pd.DataFrame:
+    """One row per (task, seed, method) with the run's score, costs and timings (each run cached)."""
+    rows = []
+    jobs = [(t, s, m) for t in cfg.tasks for s in cfg.seeds for m in cfg.methods]
+    for task, seed, method in tqdm(jobs, desc="PEFT runs"):
+        result, folder = train.run(cfg.run_config(task, seed, method), force=force)
+        m = result.metrics
+        rows.append({
+            "task": task, "seed": seed, "method": LABELS[method],
+            "score": m["test_score"],
+            "params": m["params_adapter_final"],
+            "params_training": m["params_trainable_peak"],
+            "train_flops": m["train_flops"],
+            "flops_per_step": m["flops_per_step"],
+            "memory_mb": m["step_memory_bytes"] / 2**20,
+            "train_s": m["train_s"],
+            "schedule_s": m["schedule_s"],
+            "controller_s": m.get("search_controller_s", 0.0),
+            "search_s": m.get("search_evaluate_s", 0.0),
+            "search_evaluations": m.get("search_evaluations", 0),
+            "controller_parameters": m.get("search_controller_parameters", 0),
+            "resizes": m["resizes"],
+            "folder": str(folder),
+        })
+    return pd.DataFrame(rows)
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (across seeds, ddof 1) per task and method, with costs relative to LoRA's."""
+    grouped = runs.groupby(["task", "method"], sort=False)
+    table = grouped.agg(score=("score", "mean"), score_std=("score", "std"), params=("params", "mean"),
+                        params_training=("params_training", "mean"), train_flops=("train_flops", "mean"),
+                        memory_mb=("memory_mb", "mean"), train_s=("train_s", "median")).reset_index()
+    lora = table[table.method == "LoRA"].set_index("task")
+    table["params_vs_lora"] = table.params / table.task.map(lora.params)
+    table["flops_vs_lora"] = table.train_flops / table.task.map(lora.train_flops)
+    table["score_vs_lora"] = table.score - table.task.map(lora.score)
+    return table.fillna({"score_std": 0.0})
+
+
+def criteria(table: pd.DataFrame) -> pd.DataFrame:
+    """STRATO-PEFT's own success criteria per task: parameters ≤ 0.7× LoRA or training FLOPs ≤ 0.8× LoRA; score
+    ≥ LoRA − 0.5 points; standard deviation across seeds ≤ 0.4 points."""
+    s = table[table.method == "STRATO"].set_index("task")
+    lora = table[table.method == "LoRA"].set_index("task")
+    out = pd.DataFrame({
+        "params_vs_lora": s.params_vs_lora, "flops_vs_lora": s.flops_vs_lora,
+        "efficiency": (s.params_vs_lora <= 0.7) | (s.flops_vs_lora <= 0.8),
+        "strato_score": s.score, "lora_score": lora.score, "score_gap": s.score - lora.score,
+        "accuracy": s.score >= lora.score - 0.5,
+        "strato_std": s.score_std, "stability": s.score_std <= 0.4,
+    })
+    out["all_three"] = out.efficiency & out.accuracy & out.stability
+    return out.reset_index()
+
+
+def overhead(runs: pd.DataFrame) -> pd.DataFrame:
+    """The controller and the rank schedule against the LoRA run they tune, side by side (medians over seeds).
+
+    `controller_s` is the PPO controller's own time (policy, rollouts, updates), without the proxy fine-tunes it
+    asks for; those are `search_s`, reported beside it as the search's training cost."""
+    med = runs.groupby(["task", "method"]).median(numeric_only=True)
+    rows = []
+    for task in runs.task.unique():
+        lora, strato = med.loc[(task, "LoRA")], med.loc[(task, "STRATO")]
+        rows.append({
+            "task": task, "lora_train_s": lora.train_s, "strato_train_s": strato.train_s,
+            "controller_s": strato.controller_s, "schedule_s": strato.schedule_s,
+            "overhead_vs_lora": (strato.controller_s + strato.schedule_s) / lora.train_s,
+            "search_s": strato.search_s, "search_vs_lora": strato.search_s / lora.train_s,
+            "search_evaluations": strato.search_evaluations,
+        })
+    return pd.DataFrame(rows)
+
+
+def ranks(runs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Long table of adapter ranks per (task, method, stage, layer, module): LoRA's, AdaLoRA's after its allocator,
+    STRATO's from the controller (initial) and after the rank schedule (final)."""
+    rows = []
+    for r in runs[runs.seed == seed].itertuples():
+        stored = json.loads((Path(r.folder) / "ranks.json").read_text())
+        stages = {"final": stored["final"]}
+        if r.method == "STRATO":
+            stages["initial"] = stored["initial"]
+        for stage, names in stages.items():
+            for name, rank in names.items():
+                parts = name.split(".")
+                rows.append({"task": r.task, "method": r.method, "stage": stage, "layer": int(parts[2]),
+                             "module": parts[-1], "rank": rank})
+    out = pd.DataFrame(rows)
+    out["module"] = pd.Categorical(out.module, categories=list(MODULES), ordered=True)
+    return out
+
+
+def curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Training loss and dev proxy score per step of every run."""
+    frames = []
+    for r in runs.itertuples():
+        history = json.loads((Path(r.folder) / "result.json").read_text())["history"]
+        frame = pd.DataFrame(history)
+        frames.append(frame.assign(task=r.task, seed=r.seed, method=r.method))
+    return pd.concat(frames, ignore_index=True)
