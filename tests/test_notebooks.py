@@ -7,7 +7,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from edgetune import assemble, customize, motivation, retrain
+from edgetune import assemble, customize, motivation, retrain, strato
 from edgetune.cli import NOTEBOOKS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -17,6 +17,7 @@ CONFIGS = {
     "02_customization.ipynb": customize.PARAMETERS,
     "03_retraining.ipynb": retrain.PARAMETERS,
     "04_assembling.ipynb": assemble.PARAMETERS,
+    "05_peft_comparison.ipynb": strato.PARAMETERS,
 }
 
 

@@ -280,6 +280,8 @@ class PeftComparisonConfig:
     search_every_seed: bool = False  # False: one controller search per task (first seed), reused for every seed
 
     def __post_init__(self):
+        for name in ("tasks", "seeds", "methods"):  # papermill passes lists
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         for name, allowed, values in (("tasks", TASKS, self.tasks), ("methods", METHODS, self.methods)):
             bad = [v for v in values if v not in allowed]
             if bad or not values:

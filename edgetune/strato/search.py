@@ -80,8 +80,9 @@ def find_allocation(config: RunConfig, model, loop, *, force: bool = False) -> t
 def _search(config: RunConfig, model, loop, seed: int, folder: Path) -> RunResult:
     s = config.peft.strato
     shapes, layers = module_shapes(model.config), model.config.num_hidden_layers
-    probe = [lm.encode(loop.train[i * loop.batch_size : (i + 1) * loop.batch_size], loop.tokenizer, loop.context)
-             for i in range(2)]
+    size = loop.batch_size
+    probe = [lm.encode(loop.train[i : i + size], loop.tokenizer, loop.context)
+             for i in range(0, min(len(loop.train), 2 * size), size)]
     sens = sensitivities(model, probe, loop.device)
     lengths = [int(b["attention_mask"].sum(1).float().mean()) for b in probe]
     seq = max(1, int(np.mean(lengths)))

@@ -295,7 +295,8 @@ def _compute(config: RunConfig, folder: Path, progress: bool) -> RunResult:
         score = lm.score(model, task.kind, task.test, tokenizer, context=context, device=device,
                          max_new_tokens=config.training.max_new_tokens)
         eval_s = time.perf_counter() - eval_start
-    memory = cost.step_memory(model, lm.encode(task.train[: loop.batch_size], tokenizer, context), device)
+    sample = lm.encode(task.train[: loop.batch_size], tokenizer, context)
+    memory = cost.step_memory(model, {k: v.to(device) for k, v in sample.items()}, device)
     writer.add_scalar("test/score", score, loop.steps)
     writer.close()
     ranks = {"initial": initial_ranks, "final": adapter_ranks(model), "resizes": trace.resizes}
