@@ -74,8 +74,10 @@ BUDGETS_S = {
     ("retraining", "default"): 240,
     ("assembling", "smoke"): 60,
     ("assembling", "default"): 240,
+    ("peft", "smoke"): 90,
+    ("peft", "default"): 240,
 }
-SECTIONS = ("motivation", "customization", "retraining", "assembling")
+SECTIONS = ("motivation", "customization", "retraining", "assembling", "peft")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,18 @@ def test_shipped_configs_load_and_round_trip(path):
 def test_overrides_reach_nested_fields_with_yaml_types(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("peft:\n  method: strato\ntraining:\n  lr: 3.0e-3\n")
-    cfg = load_config(path, ["training.lr=1e-3", "peft.strato.lam=0.25", "task.name=gsm8k", "model.path=null",
-                             "device.mixed_precision=false", "training.steps=7"], seed=44)
+    cfg = load_config(
+        path,
+        [
+            "training.lr=1e-3",
+            "peft.strato.lam=0.25",
+            "task.name=gsm8k",
+            "model.path=null",
+            "device.mixed_precision=false",
+            "training.steps=7",
+        ],
+        seed=44,
+    )
     assert cfg.training.lr == pytest.approx(1e-3) and isinstance(cfg.training.lr, float)
     assert cfg.peft.strato.lam == 0.25 and cfg.task.name == "gsm8k" and cfg.model.path is None
     assert cfg.device.mixed_precision is False and cfg.training.steps == 7 and cfg.seed == 44

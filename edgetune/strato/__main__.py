@@ -20,10 +20,19 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, RunConfig]
     p = argparse.ArgumentParser(prog="python -m edgetune.strato", description=__doc__.split("\n\n")[1])
     p.add_argument("--config", required=True, help="a YAML run config")
     p.add_argument("--seed", type=int, help="overrides the config's seed")
-    p.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="dotted keys, e.g. training.lr=1e-3 peft.strato.lam=0.3 task.name=gsm8k")
-    p.add_argument("--dry-run", action="store_true", help="resolve and validate the config, print it and the "
-                   "adapter size, train nothing")
+    p.add_argument(
+        "--override",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted keys, e.g. training.lr=1e-3 peft.strato.lam=0.3 task.name=gsm8k",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve and validate the config, print it and the adapter size, train nothing",
+    )
     p.add_argument("--debug", action="store_true", help="debug logging, autograd anomaly detection")
     p.add_argument("--fast-dev-run", action="store_true", help="2 steps on a few items, end to end")
     p.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
@@ -47,9 +56,13 @@ def dry_run(config: RunConfig) -> dict:
         model_config = AutoConfig.from_pretrained(config.model.path, local_files_only=True)
     else:
         s = lm.LM_FAMILY[config.model.name]
-        model_config = SimpleNamespace(hidden_size=s.hidden, intermediate_size=s.intermediate,
-                                       num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                                       num_key_value_heads=s.kv_heads)
+        model_config = SimpleNamespace(
+            hidden_size=s.hidden,
+            intermediate_size=s.intermediate,
+            num_hidden_layers=s.layers,
+            num_attention_heads=s.heads,
+            num_key_value_heads=s.kv_heads,
+        )
     spec = method_spec(config)
     if spec.method == "strato":
         trainable = "chosen by the controller (at most the LoRA reference: "
@@ -57,8 +70,13 @@ def dry_run(config: RunConfig) -> dict:
         trainable += f"{methods.expected_trainable(reference, model_config)})"
     else:
         trainable = methods.expected_trainable(spec, model_config)
-    return {"device": str(device), "method": spec.method, "task": config.task.name,
-            "layers": model_config.num_hidden_layers, "trainable_parameters": trainable}
+    return {
+        "device": str(device),
+        "method": spec.method,
+        "task": config.task.name,
+        "layers": model_config.num_hidden_layers,
+        "trainable_parameters": trainable,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     with torch.autograd.set_detect_anomaly(args.debug):
         result, folder = run(config, force=args.force, progress=True, fast_dev_run=args.fast_dev_run)
     m = result.metrics
-    print(f"{config.task.name}/{config.peft.method} seed {config.seed}: test score {m['test_score']:.2f}, "
-          f"{m['params_adapter_final']:,} adapter parameters, {result.flops:.3e} training FLOPs, "
-          f"train {m['train_s']:.1f} s")
+    print(
+        f"{config.task.name}/{config.peft.method} seed {config.seed}: test score {m['test_score']:.2f}, "
+        f"{m['params_adapter_final']:,} adapter parameters, {result.flops:.3e} training FLOPs, "
+        f"train {m['train_s']:.1f} s"
+    )
     print(f"result: {folder / 'result.json'}\ntensorboard --logdir {folder / 'tensorboard'}")
     return 0
 

@@ -14,8 +14,14 @@ from edgetune.strato import train
 from edgetune.strato.config import PeftComparisonConfig
 from edgetune.strato.spec import MODULES
 
-LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "lora_mlp": "LoRA (MLP only)", "adalora": "AdaLoRA", "dora": "DoRA",
-          "strato": "STRATO"}
+LABELS = {
+    "lora": "LoRA",
+    "rslora": "rsLoRA",
+    "lora_mlp": "LoRA (MLP only)",
+    "adalora": "AdaLoRA",
+    "dora": "DoRA",
+    "strato": "STRATO",
+}
 
 
 def run_all(cfg: PeftComparisonConfig, *, force: bool = False) -> pd.DataFrame:
@@ -25,32 +31,42 @@ def run_all(cfg: PeftComparisonConfig, *, force: bool = False) -> pd.DataFrame:
     for task, seed, method in tqdm(jobs, desc="PEFT runs"):
         result, folder = train.run(cfg.run_config(task, seed, method), force=force)
         m = result.metrics
-        rows.append({
-            "task": task, "seed": seed, "method": LABELS[method],
-            "score": m["test_score"],
-            "params": m["params_adapter_final"],
-            "params_training": m["params_trainable_peak"],
-            "train_flops": m["train_flops"],
-            "flops_per_step": m["flops_per_step"],
-            "memory_mb": m["step_memory_bytes"] / 2**20,
-            "train_s": m["train_s"],
-            "schedule_s": m["schedule_s"],
-            "controller_s": m.get("search_controller_s", 0.0),
-            "search_s": m.get("search_evaluate_s", 0.0),
-            "search_evaluations": m.get("search_evaluations", 0),
-            "controller_parameters": m.get("search_controller_parameters", 0),
-            "resizes": m["resizes"],
-            "folder": str(folder),
-        })
+        rows.append(
+            {
+                "task": task,
+                "seed": seed,
+                "method": LABELS[method],
+                "score": m["test_score"],
+                "params": m["params_adapter_final"],
+                "params_training": m["params_trainable_peak"],
+                "train_flops": m["train_flops"],
+                "flops_per_step": m["flops_per_step"],
+                "memory_mb": m["step_memory_bytes"] / 2**20,
+                "train_s": m["train_s"],
+                "schedule_s": m["schedule_s"],
+                "controller_s": m.get("search_controller_s", 0.0),
+                "search_s": m.get("search_evaluate_s", 0.0),
+                "search_evaluations": m.get("search_evaluations", 0),
+                "controller_parameters": m.get("search_controller_parameters", 0),
+                "resizes": m["resizes"],
+                "folder": str(folder),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation (across seeds, ddof 1) per task and method, with costs relative to LoRA's."""
     grouped = runs.groupby(["task", "method"], sort=False)
-    table = grouped.agg(score=("score", "mean"), score_std=("score", "std"), params=("params", "mean"),
-                        params_training=("params_training", "mean"), train_flops=("train_flops", "mean"),
-                        memory_mb=("memory_mb", "mean"), train_s=("train_s", "median")).reset_index()
+    table = grouped.agg(
+        score=("score", "mean"),
+        score_std=("score", "std"),
+        params=("params", "mean"),
+        params_training=("params_training", "mean"),
+        train_flops=("train_flops", "mean"),
+        memory_mb=("memory_mb", "mean"),
+        train_s=("train_s", "median"),
+    ).reset_index()
     lora = table[table.method == "LoRA"].set_index("task")
     table["params_vs_lora"] = table.params / table.task.map(lora.params)
     table["flops_vs_lora"] = table.train_flops / table.task.map(lora.train_flops)
@@ -63,13 +79,19 @@ def criteria(table: pd.DataFrame) -> pd.DataFrame:
     ≥ LoRA − 0.5 points; standard deviation across seeds ≤ 0.4 points."""
     s = table[table.method == "STRATO"].set_index("task")
     lora = table[table.method == "LoRA"].set_index("task")
-    out = pd.DataFrame({
-        "params_vs_lora": s.params_vs_lora, "flops_vs_lora": s.flops_vs_lora,
-        "efficiency": (s.params_vs_lora <= 0.7) | (s.flops_vs_lora <= 0.8),
-        "strato_score": s.score, "lora_score": lora.score, "score_gap": s.score - lora.score,
-        "accuracy": s.score >= lora.score - 0.5,
-        "strato_std": s.score_std, "stability": s.score_std <= 0.4,
-    })
+    out = pd.DataFrame(
+        {
+            "params_vs_lora": s.params_vs_lora,
+            "flops_vs_lora": s.flops_vs_lora,
+            "efficiency": (s.params_vs_lora <= 0.7) | (s.flops_vs_lora <= 0.8),
+            "strato_score": s.score,
+            "lora_score": lora.score,
+            "score_gap": s.score - lora.score,
+            "accuracy": s.score >= lora.score - 0.5,
+            "strato_std": s.score_std,
+            "stability": s.score_std <= 0.4,
+        }
+    )
     out["all_three"] = out.efficiency & out.accuracy & out.stability
     return out.reset_index()
 
@@ -83,13 +105,19 @@ def overhead(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for task in runs.task.unique():
         lora, strato = med.loc[(task, "LoRA")], med.loc[(task, "STRATO")]
-        rows.append({
-            "task": task, "lora_train_s": lora.train_s, "strato_train_s": strato.train_s,
-            "controller_s": strato.controller_s, "schedule_s": strato.schedule_s,
-            "overhead_vs_lora": (strato.controller_s + strato.schedule_s) / lora.train_s,
-            "search_s": strato.search_s, "search_vs_lora": strato.search_s / lora.train_s,
-            "search_evaluations": strato.search_evaluations,
-        })
+        rows.append(
+            {
+                "task": task,
+                "lora_train_s": lora.train_s,
+                "strato_train_s": strato.train_s,
+                "controller_s": strato.controller_s,
+                "schedule_s": strato.schedule_s,
+                "overhead_vs_lora": (strato.controller_s + strato.schedule_s) / lora.train_s,
+                "search_s": strato.search_s,
+                "search_vs_lora": strato.search_s / lora.train_s,
+                "search_evaluations": strato.search_evaluations,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -105,8 +133,16 @@ def ranks(runs: pd.DataFrame, seed: int) -> pd.DataFrame:
         for stage, names in stages.items():
             for name, rank in names.items():
                 parts = name.split(".")
-                rows.append({"task": r.task, "method": r.method, "stage": stage, "layer": int(parts[2]),
-                             "module": parts[-1], "rank": rank})
+                rows.append(
+                    {
+                        "task": r.task,
+                        "method": r.method,
+                        "stage": stage,
+                        "layer": int(parts[2]),
+                        "module": parts[-1],
+                        "rank": rank,
+                    }
+                )
     out = pd.DataFrame(rows)
     out["module"] = pd.Categorical(out.module, categories=list(MODULES), ordered=True)
     return out

@@ -14,27 +14,59 @@ def _per_task(values: pd.Series, fmt: str) -> str:
 def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controller_parameters: int) -> list[Claim]:
     c = crit.set_index("task")
     rows = [
-        Claim(section="peft", claim="STRATO: params ≤ 0.7× LoRA or training FLOPs ≤ 0.8× LoRA (success criterion)",
-              paper_value="≤ 0.7× params or ≤ 0.8× FLOPs (the seed's target; no published result)",
-              reproduced_value="params " + _per_task(c.params_vs_lora, ".2f") + "; FLOPs "
-              + _per_task(c.flops_vs_lora, ".2f"),
-              profile=profile, holds=bool(c.efficiency.all()), note="× LoRA, mean over seeds; must hold on every task"),
-        Claim(section="peft", claim="STRATO: score ≥ LoRA − 0.5 points (success criterion)",
-              paper_value="≥ LoRA − 0.5", reproduced_value="gap " + _per_task(c.score_gap, "+.2f"),
-              profile=profile, holds=bool(c.accuracy.all()), note="points, mean over seeds; must hold on every task"),
-        Claim(section="peft", claim="STRATO: standard deviation across seeds ≤ 0.4 points (success criterion)",
-              paper_value="≤ 0.4", reproduced_value="std " + _per_task(c.strato_std, ".2f"),
-              profile=profile, holds=bool(c.stability.all() and len(table.method) > 0),
-              note="sample std over the profile's seeds"),
-        Claim(section="peft", claim="STRATO's controller has at most 0.5M parameters",
-              paper_value="≤ 0.5M", reproduced_value=f"{controller_parameters:,}", profile=profile,
-              holds=bool(0 < controller_parameters <= 500_000)),
+        Claim(
+            section="peft",
+            claim="STRATO: params ≤ 0.7× LoRA or training FLOPs ≤ 0.8× LoRA (success criterion)",
+            paper_value="≤ 0.7× params or ≤ 0.8× FLOPs (the seed's target; no published result)",
+            reproduced_value="params "
+            + _per_task(c.params_vs_lora, ".2f")
+            + "; FLOPs "
+            + _per_task(c.flops_vs_lora, ".2f"),
+            profile=profile,
+            holds=bool(c.efficiency.all()),
+            note="× LoRA, mean over seeds; must hold on every task",
+        ),
+        Claim(
+            section="peft",
+            claim="STRATO: score ≥ LoRA − 0.5 points (success criterion)",
+            paper_value="≥ LoRA − 0.5",
+            reproduced_value="gap " + _per_task(c.score_gap, "+.2f"),
+            profile=profile,
+            holds=bool(c.accuracy.all()),
+            note="points, mean over seeds; must hold on every task",
+        ),
+        Claim(
+            section="peft",
+            claim="STRATO: standard deviation across seeds ≤ 0.4 points (success criterion)",
+            paper_value="≤ 0.4",
+            reproduced_value="std " + _per_task(c.strato_std, ".2f"),
+            profile=profile,
+            holds=bool(c.stability.all() and len(table.method) > 0),
+            note="sample std over the profile's seeds",
+        ),
+        Claim(
+            section="peft",
+            claim="STRATO's controller has at most 0.5M parameters",
+            paper_value="≤ 0.5M",
+            reproduced_value=f"{controller_parameters:,}",
+            profile=profile,
+            holds=bool(0 < controller_parameters <= 500_000),
+        ),
     ]
-    for method, paper, note in (("AdaLoRA", "+0.71 (GLUE, 0.32M params: 88.86 vs 88.15)", "AdaLoRA paper Table 1"),
-                                ("DoRA", "+3.7 (LLaMA-7B commonsense: 78.4 vs 74.7)", "DoRA paper Table 1")):
+    for method, paper, note in (
+        ("AdaLoRA", "+0.71 (GLUE, 0.32M params: 88.86 vs 88.15)", "AdaLoRA paper Table 1"),
+        ("DoRA", "+3.7 (LLaMA-7B commonsense: 78.4 vs 74.7)", "DoRA paper Table 1"),
+    ):
         gaps = table[table.method == method].set_index("task").score_vs_lora
-        rows.append(Claim(section="peft", claim=f"{method} scores higher than LoRA", paper_value=paper,
-                          reproduced_value="gap " + _per_task(gaps, "+.2f"), profile=profile,
-                          holds=bool(len(gaps) and (gaps > 0).all()),
-                          note=f"{note}; points, mean over seeds; must hold on every task"))
+        rows.append(
+            Claim(
+                section="peft",
+                claim=f"{method} scores higher than LoRA",
+                paper_value=paper,
+                reproduced_value="gap " + _per_task(gaps, "+.2f"),
+                profile=profile,
+                holds=bool(len(gaps) and (gaps > 0).all()),
+                note=f"{note}; points, mean over seeds; must hold on every task",
+            )
+        )
     return rows

@@ -19,7 +19,7 @@ from itertools import repeat
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -60,6 +60,9 @@ LM_FAMILY: dict[str, LMSpec] = {
 # --- tokenizer and model -------------------------------------------------------------------------------------------
 
 
+TOKENIZER_VERSION = 2  # bump when train_tokenizer changes (it keys the pretraining cache)
+
+
 def train_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on `corpus`; digits are split one by one (so numbers are spelled digit by digit), and
     every byte is in the alphabet, so any text — code with newlines and indents included — round-trips exactly."""
@@ -75,6 +78,9 @@ def train_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedToken
         show_progress=False,
     )
     bpe.train_from_iterator(corpus, trainer)
+    # The answer letters " A".." D" as whole tokens: BPE merges " A" (frequent in prose) but not " B", which would
+    # give letters different token counts and bias likelihood scoring toward the shorter one.
+    bpe.add_tokens([AddedToken(f" {c}", single_word=True, normalized=False) for c in LETTERS])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, **SPECIAL)
 
 
@@ -142,7 +148,7 @@ def pretrain_lm(
     spec = LM_FAMILY[name]
     fingerprint = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()
     config = dict(name=name, **asdict(spec), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    config.update(corpus=fingerprint, vocab_size=vocab_size)
+    config.update(corpus=fingerprint, vocab_size=vocab_size, tokenizer_version=TOKENIZER_VERSION)
 
     def compute(folder: Path) -> RunResult:
         tokenizer = train_tokenizer(corpus, vocab_size)
@@ -340,8 +346,9 @@ def _choices(model, examples, tokenizer, context: int, device) -> int:
     with autocast(device):
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (4B, T, V)
     logp = torch.log_softmax(logits.float(), -1).cpu()
-    totals = torch.tensor([sum(logp[i, start - 1 + j, ids[i, start + j]].item() for j in range(n))
-                           for i, (start, n) in enumerate(spans)]).view(len(examples), len(LETTERS))
+    totals = torch.tensor(
+        [sum(logp[i, start - 1 + j, ids[i, start + j]].item() for j in range(n)) for i, (start, n) in enumerate(spans)]
+    ).view(len(examples), len(LETTERS))
     picked = totals.argmax(-1).tolist()
     return sum(LETTERS[p] == ex.reference.strip() for p, ex in zip(picked, examples, strict=True))
 

@@ -19,8 +19,16 @@ def pareto_figure(table: pd.DataFrame, x: str, xlabel: str) -> plt.Figure:
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = table[table.task == task]
         for r in rows.itertuples():
-            ax.errorbar(getattr(r, x), r.score, yerr=r.score_std, fmt="o", color=palette[r.method], label=r.method,
-                        capsize=2, ms=5)
+            ax.errorbar(
+                getattr(r, x),
+                r.score,
+                yerr=r.score_std,
+                fmt="o",
+                color=palette[r.method],
+                label=r.method,
+                capsize=2,
+                ms=5,
+            )
         ax.set(xscale="log", xlabel=xlabel, ylabel="test score (points)", title=task)
     axes[0][0].legend(frameon=False, fontsize=6)
     fig.tight_layout()
@@ -40,8 +48,17 @@ def rank_heatmaps(ranks: pd.DataFrame) -> plt.Figure:
             rows = ranks[(ranks.what == what) & (ranks.task == task)]
             grid = rows.pivot_table(index="layer", columns="module", values="rank", aggfunc="first", observed=False)
             grid = grid.reindex(columns=list(MODULES)).fillna(0)
-            sns.heatmap(grid.iloc[::-1], ax=ax, vmin=0, vmax=vmax, cmap="viridis", cbar=j == len(tasks) - 1,
-                        annot=True, fmt=".0f", annot_kws={"fontsize": 5})
+            sns.heatmap(
+                grid.iloc[::-1],
+                ax=ax,
+                vmin=0,
+                vmax=vmax,
+                cmap="viridis",
+                cbar=j == len(tasks) - 1,
+                annot=True,
+                fmt=".0f",
+                annot_kws={"fontsize": 5},
+            )
             ax.set(title=f"{what} · {task}" if i == 0 or j == 0 else task, xlabel="", ylabel="layer" if j == 0 else "")
             ax.set_title(f"{what} · {task}", fontsize=7)
             ax.tick_params(labelsize=5)
@@ -59,8 +76,9 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
         axes[0][j].set(title=task, yscale="log")
         proxy = rows.dropna(subset=["dev_proxy"]) if "dev_proxy" in rows else rows.iloc[:0]
         if len(proxy):
-            sns.lineplot(proxy, x="step", y="dev_proxy", hue="method", ax=axes[1][j], errorbar=None, marker="o",
-                         legend=False)
+            sns.lineplot(
+                proxy, x="step", y="dev_proxy", hue="method", ax=axes[1][j], errorbar=None, marker="o", legend=False
+            )
         axes[1][j].set(ylabel="dev answer-token accuracy (%)")
     if axes[0][0].get_legend() is not None:
         axes[0][0].legend(frameon=False, fontsize=6)
@@ -75,8 +93,11 @@ def overhead_figure(overhead: pd.DataFrame) -> plt.Figure:
     x = np.arange(len(overhead))
     ax.bar(x - 0.2, overhead.lora_train_s, width=0.4, color="C0", label="LoRA run")
     bottom = np.zeros(len(overhead))
-    for column, colour, label in (("strato_train_s", "C2", "STRATO run"), ("controller_s", "C3", "controller (PPO)"),
-                                  ("schedule_s", "C1", "rank schedule")):
+    for column, colour, label in (
+        ("strato_train_s", "C2", "STRATO run"),
+        ("controller_s", "C3", "controller (PPO)"),
+        ("schedule_s", "C1", "rank schedule"),
+    ):
         ax.bar(x + 0.2, overhead[column], bottom=bottom, width=0.4, color=colour, label=label)
         bottom += overhead[column].to_numpy()
     for k, r in enumerate(overhead.itertuples()):

@@ -28,9 +28,12 @@ def sensitivities(model, batches: list[dict], device) -> np.ndarray:
     """(layers, 2) gradient sensitivity |W ⊙ ∂L/∂W| of the attention and MLP projections of the frozen base model,
     averaged over a few batches and normalized to mean 1 (the controller's per-layer observation)."""
     layers = model.model.layers
-    weights = {(i, name): mod.weight for i, layer in enumerate(layers)
-               for name, mod in layer.named_modules() if name.split(".")[-1] in ATTENTION + ("gate_proj", "up_proj",
-                                                                                            "down_proj")}
+    weights = {
+        (i, name): mod.weight
+        for i, layer in enumerate(layers)
+        for name, mod in layer.named_modules()
+        if name.split(".")[-1] in ATTENTION + ("gate_proj", "up_proj", "down_proj")
+    }
     flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -60,11 +63,15 @@ def search_key(config: RunConfig) -> dict:
         "model": dataclasses.asdict(config.model),
         "task": dataclasses.asdict(config.task),
         "training": {k: getattr(config.training, k) for k in ("batch_size", "lr", "warmup_frac", "weight_decay")},
-        "peft": {"rank": config.peft.rank, "alpha_per_rank": config.peft.alpha_per_rank,
-                 "dropout": config.peft.dropout},
+        "peft": {
+            "rank": config.peft.rank,
+            "alpha_per_rank": config.peft.alpha_per_rank,
+            "dropout": config.peft.dropout,
+        },
         "strato": dataclasses.asdict(s),
         "seed": config.seed if s.search_seed is None else s.search_seed,
         "tasks": tasks.VERSION,
+        "tokenizer": lm.TOKENIZER_VERSION,
     }
 
 
@@ -81,8 +88,10 @@ def _search(config: RunConfig, model, loop, seed: int, folder: Path) -> RunResul
     s = config.peft.strato
     shapes, layers = module_shapes(model.config), model.config.num_hidden_layers
     size = loop.batch_size
-    probe = [lm.encode(loop.train[i : i + size], loop.tokenizer, loop.context)
-             for i in range(0, min(len(loop.train), 2 * size), size)]
+    probe = [
+        lm.encode(loop.train[i : i + size], loop.tokenizer, loop.context)
+        for i in range(0, min(len(loop.train), 2 * size), size)
+    ]
     sens = sensitivities(model, probe, loop.device)
     lengths = [int(b["attention_mask"].sum(1).float().mean()) for b in probe]
     seq = max(1, int(np.mean(lengths)))
@@ -94,10 +103,12 @@ def _search(config: RunConfig, model, loop, seed: int, folder: Path) -> RunResul
         c = cost.allocation_cost(model.config, allocation, tokens=loop.batch_size * seq, seq=seq)
         return c.normalized(reference_cost, weights)
 
-    spec = methods.MethodSpec(method="strato", rank=config.peft.rank, alpha_per_rank=config.peft.alpha_per_rank,
-                              dropout=config.peft.dropout)
-    proxy = dataclasses.replace(loop, steps=s.proxy_steps, eval_every=0, schedule=None, writer=None, progress=False,
-                                spec=spec, seed=seed)
+    spec = methods.MethodSpec(
+        method="strato", rank=config.peft.rank, alpha_per_rank=config.peft.alpha_per_rank, dropout=config.peft.dropout
+    )
+    proxy = dataclasses.replace(
+        loop, steps=s.proxy_steps, eval_every=0, schedule=None, writer=None, progress=False, spec=spec, seed=seed
+    )
 
     def evaluate(allocation: Allocation) -> controller.Evaluation:
         from edgetune.strato.train import train_adapters
@@ -116,13 +127,24 @@ def _search(config: RunConfig, model, loop, seed: int, folder: Path) -> RunResul
     reward = controller.RewardSpec(base_score=base_score, reference_score=reference_eval.score, lam=s.lam)
     archive = controller.Archive()
     archive.add(reference, reference_eval, reward.reward(reference_eval))
-    found = controller.search(layers, sens, evaluate, cost_of, reward,
-                              controller.ControllerConfig(episodes=s.episodes, n_steps_per_update=s.episodes_per_update,
-                                                          hidden=s.hidden, p_return=s.p_return),
-                              seed=seed, archive=archive, progress=loop.progress)
+    found = controller.search(
+        layers,
+        sens,
+        evaluate,
+        cost_of,
+        reward,
+        controller.ControllerConfig(
+            episodes=s.episodes, n_steps_per_update=s.episodes_per_update, hidden=s.hidden, p_return=s.p_return
+        ),
+        seed=seed,
+        archive=archive,
+        progress=loop.progress,
+    )
     write_json(folder / "allocation.json", [list(row) for row in found.best.ranks])
-    write_json(folder / "archive.json", {"rows": found.archive.to_rows(), "rewards": found.rewards,
-                                         "sensitivities": sens.tolist()})
+    write_json(
+        folder / "archive.json",
+        {"rows": found.archive.to_rows(), "rewards": found.rewards, "sensitivities": sens.tolist()},
+    )
     metrics = {
         "evaluations": found.evaluations + 1,  # the LoRA reference included
         "controller_s": found.controller_seconds,
@@ -136,7 +158,13 @@ def _search(config: RunConfig, model, loop, seed: int, folder: Path) -> RunResul
         "best_params": found.best.parameters(shapes),
         "reference_params": reference.parameters(shapes),
     }
-    return RunResult(stage="strato-search", config={"key": search_key(config)}, seed=seed, metrics=metrics,
-                     params_trainable=found.best.parameters(shapes), wall_time_s=time.perf_counter() - start,
-                     device=str(loop.device), artifacts={"allocation": str(folder / "allocation.json"),
-                                                         "archive": str(folder / "archive.json")})
+    return RunResult(
+        stage="strato-search",
+        config={"key": search_key(config)},
+        seed=seed,
+        metrics=metrics,
+        params_trainable=found.best.parameters(shapes),
+        wall_time_s=time.perf_counter() - start,
+        device=str(loop.device),
+        artifacts={"allocation": str(folder / "allocation.json"), "archive": str(folder / "archive.json")},
+    )

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from edgetune.strato.spec import TASKS, Example, TaskData
 
-VERSION = 1  # bump whenever the generated items or the corpus change: it keys cached runs
+VERSION = 2  # bump whenever the generated items or the corpus change: it keys cached runs
 CHOICES = "ABCD"
 KINDS = {"mmlu": "choice", "gsm8k": "number", "humaneval": "code"}
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -450,7 +450,18 @@ def _doc_code(rng):
     return f"# {doc}\ndef {name}({arg}):\n    return {body}\n"
 
 
+def _doc_options(rng):
+    """Labelled options in prose ("Of A 7, B 12, C 3 and D 9, the largest is B."): the letters as words that point at
+    options, so the answer letters are trained tokens before any fine-tuning."""
+    ns = rng.sample(range(1, 21), 4)
+    labelled = ", ".join(f"{c} {n}" for c, n in zip("ABC", ns[:3], strict=True)) + f" and D {ns[3]}"
+    pick = max if rng.random() < 0.5 else min
+    word = "largest" if pick is max else "smallest"
+    return f"Of {labelled}, the {word} is {'ABCD'[ns.index(pick(ns))]}."
+
+
 CORPUS_KINDS = (
+    (_doc_options, 1),
     (_doc_creatures, 2),
     (_doc_sums, 2),
     (_doc_compare, 1),

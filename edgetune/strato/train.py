@@ -37,8 +37,10 @@ def resolve_device(device_type: str) -> torch.device:
         return pick_device("auto")
     if device_type in ("cuda", "rocm"):
         if not torch.cuda.is_available() or (device_type == "rocm") != bool(torch.version.hip):
-            raise ValueError(f"device.device_type={device_type!r} but this torch build has no {device_type.upper()} "
-                             f"device; use 'auto' or 'cpu'")
+            raise ValueError(
+                f"device.device_type={device_type!r} but this torch build has no {device_type.upper()} "
+                f"device; use 'auto' or 'cpu'"
+            )
         return torch.device("cuda")
     if device_type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device.device_type='mps' but MPS is not available; use 'auto' or 'cpu'")
@@ -57,8 +59,9 @@ def _base(name: str, path: str | None, steps: int, batch: int, lr: float, docume
         model, tokenizer = lm.load_checkpoint(path)
         return model, tokenizer, model.config.max_position_embeddings
     corpus = tasks.pretraining_corpus(seed=0, documents=documents)
-    model, tokenizer, _ = lm.pretrain_lm(name, corpus, steps=steps, batch_size=batch, lr=lr, seed=0,
-                                         device=torch.device(device))
+    model, tokenizer, _ = lm.pretrain_lm(
+        name, corpus, steps=steps, batch_size=batch, lr=lr, seed=0, device=torch.device(device)
+    )
     return model, tokenizer, lm.LM_FAMILY[name].context
 
 
@@ -66,8 +69,9 @@ def base_model(config: RunConfig, device: torch.device):
     """A fresh copy of the base LM (the cached "cloud" model, or the checkpoint at model.path), its tokenizer and
     context length."""
     m = config.model
-    model, tokenizer, context = _base(m.name, m.path, m.pretrain_steps, m.pretrain_batch, m.pretrain_lr,
-                                      m.corpus_documents, str(device))
+    model, tokenizer, context = _base(
+        m.name, m.path, m.pretrain_steps, m.pretrain_batch, m.pretrain_lr, m.corpus_documents, str(device)
+    )
     return copy.deepcopy(model).to(device), tokenizer, context
 
 
@@ -78,9 +82,18 @@ def load_task(config: RunConfig) -> TaskData:
 
 def method_spec(config: RunConfig) -> methods.MethodSpec:
     p = config.peft
-    return methods.MethodSpec(method=p.method, rank=p.rank, alpha_per_rank=p.alpha_per_rank, dropout=p.dropout,
-                              mlp_rank=p.mlp_rank, init_r=p.init_r, target_r=p.target_r, tinit_frac=p.tinit_frac,
-                              tfinal_frac=p.tfinal_frac, orth_reg_weight=p.orth_reg_weight)
+    return methods.MethodSpec(
+        method=p.method,
+        rank=p.rank,
+        alpha_per_rank=p.alpha_per_rank,
+        dropout=p.dropout,
+        mlp_rank=p.mlp_rank,
+        init_r=p.init_r,
+        target_r=p.target_r,
+        tinit_frac=p.tinit_frac,
+        tfinal_frac=p.tfinal_frac,
+        orth_reg_weight=p.orth_reg_weight,
+    )
 
 
 # --- the loop -----------------------------------------------------------------------------------------------
@@ -185,8 +198,9 @@ def train_adapters(model, loop: Loop) -> Trace:
         row = {"step": step + 1, "loss": float(torch.stack(losses).sum()), "lr": lr_at(step, loop)}
         if loop.eval_every and ((step + 1) % loop.eval_every == 0 or step + 1 == loop.steps):
             t0 = time.perf_counter()
-            row["dev_proxy"] = lm.answer_token_accuracy(model, loop.dev, loop.tokenizer, context=loop.context,
-                                                        device=loop.device)
+            row["dev_proxy"] = lm.answer_token_accuracy(
+                model, loop.dev, loop.tokenizer, context=loop.context, device=loop.device
+            )
             trace.eval_s += time.perf_counter() - t0
             model.train()
         trace.history.append(row)
@@ -242,8 +256,12 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False, fast_
     """Train and score one (method, task, seed) run through the cache; returns (RunResult, folder)."""
     if fast_dev_run:
         config = fast_dev(config)
-    return cached("peft-run", {"config": config.to_dict(), "tasks": tasks.VERSION},
-                  lambda folder: _compute(config, folder, progress), force=force)
+    return cached(
+        "peft-run",
+        {"config": config.to_dict(), "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION},
+        lambda folder: _compute(config, folder, progress),
+        force=force,
+    )
 
 
 def fast_dev(config: RunConfig) -> RunConfig:
@@ -253,13 +271,18 @@ def fast_dev(config: RunConfig) -> RunConfig:
     s = config.peft.strato
     return replace(
         config,
-        task=replace(config.task, train=min(config.task.train, 16), dev=min(config.task.dev, 8),
-                     test=min(config.task.test, 8)),
+        task=replace(
+            config.task, train=min(config.task.train, 16), dev=min(config.task.dev, 8), test=min(config.task.test, 8)
+        ),
         training=replace(config.training, steps=2, eval_every=1, gradient_accumulation_steps=1),
-        model=replace(config.model, pretrain_steps=min(config.model.pretrain_steps, 5),
-                      corpus_documents=min(config.model.corpus_documents, 200)),
-        peft=replace(config.peft, strato=replace(s, episodes=1, episodes_per_update=1, proxy_steps=1,
-                                                 schedule_every=1)),
+        model=replace(
+            config.model,
+            pretrain_steps=min(config.model.pretrain_steps, 5),
+            corpus_documents=min(config.model.corpus_documents, 200),
+        ),
+        peft=replace(
+            config.peft, strato=replace(s, episodes=1, episodes_per_update=1, proxy_steps=1, schedule_every=1)
+        ),
     )
 
 
@@ -273,11 +296,24 @@ def _compute(config: RunConfig, folder: Path, progress: bool) -> RunResult:
     model, tokenizer, context = base_model(config, device)
     task = load_task(config)
     spec = method_spec(config)
-    loop = Loop(train=task.train, dev=task.dev, tokenizer=tokenizer, context=context, steps=config.training.steps,
-                batch_size=config.training.batch_size, lr=config.training.lr, seed=config.seed, device=device,
-                amp=config.device.mixed_precision, warmup_frac=config.training.warmup_frac,
-                weight_decay=config.training.weight_decay, accumulation=config.training.gradient_accumulation_steps,
-                eval_every=config.training.eval_every, spec=spec, progress=progress)
+    loop = Loop(
+        train=task.train,
+        dev=task.dev,
+        tokenizer=tokenizer,
+        context=context,
+        steps=config.training.steps,
+        batch_size=config.training.batch_size,
+        lr=config.training.lr,
+        seed=config.seed,
+        device=device,
+        amp=config.device.mixed_precision,
+        warmup_frac=config.training.warmup_frac,
+        weight_decay=config.training.weight_decay,
+        accumulation=config.training.gradient_accumulation_steps,
+        eval_every=config.training.eval_every,
+        spec=spec,
+        progress=progress,
+    )
     allocation, found = None, {}
     if spec.method == "strato":
         allocation, found = search.find_allocation(config, model, loop)
@@ -292,8 +328,15 @@ def _compute(config: RunConfig, folder: Path, progress: bool) -> RunResult:
     with Meter(device) as meter:
         trace = train_adapters(model, loop)
         eval_start = time.perf_counter()
-        score = lm.score(model, task.kind, task.test, tokenizer, context=context, device=device,
-                         max_new_tokens=config.training.max_new_tokens)
+        score = lm.score(
+            model,
+            task.kind,
+            task.test,
+            tokenizer,
+            context=context,
+            device=device,
+            max_new_tokens=config.training.max_new_tokens,
+        )
         eval_s = time.perf_counter() - eval_start
     sample = lm.encode(task.train[: loop.batch_size], tokenizer, context)
     memory = cost.step_memory(model, {k: v.to(device) for k, v in sample.items()}, device)
@@ -315,10 +358,18 @@ def _compute(config: RunConfig, folder: Path, progress: bool) -> RunResult:
         "step_memory_bytes": memory,
         **found,
     }
-    result = RunResult.measured("peft-run", config.to_dict(), config.seed, model, device, meter, metrics=metrics,
-                                history=trace.history, flops=trace.flops,
-                                artifacts={"ranks": str(folder / "ranks.json"),
-                                           "tensorboard": str(folder / "tensorboard")})
+    result = RunResult.measured(
+        "peft-run",
+        config.to_dict(),
+        config.seed,
+        model,
+        device,
+        meter,
+        metrics=metrics,
+        history=trace.history,
+        flops=trace.flops,
+        artifacts={"ranks": str(folder / "ranks.json"), "tensorboard": str(folder / "tensorboard")},
+    )
     log.info("%s/%s seed %d: score %.2f", config.task.name, spec.method, config.seed, score)
     return result
 
