@@ -263,21 +263,22 @@ class PeftComparisonConfig:
     tasks: tuple[str, ...] = TASKS
     seeds: tuple[int, ...] = (42, 43, 44)
     methods: tuple[str, ...] = METHODS
-    pretrain_steps: int = 600
+    pretrain_steps: int = 500
     corpus_documents: int = 4000
     train_size: int = 512
     dev_size: int = 64
-    test_size: int = 128
-    steps: int = 100
+    test_size: int = 96
+    steps: int = 80
     batch_size: int = 16
     lr: float = 3e-3
     eval_every: int = 25
     rank: int = 8
     lam: float = 0.5
-    episodes: int = 16
-    proxy_steps: int = 30
-    schedule_every: int = 30
+    episodes: int = 12
+    proxy_steps: int = 25
+    schedule_every: int = 25
     search_every_seed: bool = False  # False: one controller search per task (first seed), reused for every seed
+    workers: int = 2  # runs in parallel processes
 
     def __post_init__(self):
         for name in ("tasks", "seeds", "methods"):  # papermill passes lists
@@ -341,19 +342,20 @@ PROFILES: dict[str, PeftComparisonConfig] = {
     "default": PeftComparisonConfig(),
     "gpu": PeftComparisonConfig(
         model="lm-small",
-        pretrain_steps=2000,
+        pretrain_steps=1500,
         corpus_documents=12000,
         train_size=2048,
         dev_size=128,
         test_size=256,
-        steps=400,
+        steps=200,
         batch_size=32,
         lr=2e-3,
         eval_every=50,
-        episodes=32,
-        proxy_steps=100,
-        schedule_every=100,
+        episodes=16,
+        proxy_steps=50,
+        schedule_every=50,
         search_every_seed=True,
+        workers=6,
     ),
     "paper": PeftComparisonConfig(
         model_path="model/llama",
@@ -369,6 +371,7 @@ PROFILES: dict[str, PeftComparisonConfig] = {
         proxy_steps=200,
         schedule_every=500,
         search_every_seed=True,
+        workers=1,
     ),
 }
 

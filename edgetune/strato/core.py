@@ -25,34 +25,65 @@ LABELS = {
 
 
 def run_all(cfg: PeftComparisonConfig, *, force: bool = False) -> pd.DataFrame:
-    """One row per (task, seed, method) with the run's score, costs and timings (each run cached)."""
-    rows = []
-    jobs = [(t, s, m) for t in cfg.tasks for s in cfg.seeds for m in cfg.methods]
-    for task, seed, method in tqdm(jobs, desc="PEFT runs"):
-        result, folder = train.run(cfg.run_config(task, seed, method), force=force)
-        m = result.metrics
-        rows.append(
-            {
-                "task": task,
-                "seed": seed,
-                "method": LABELS[method],
-                "score": m["test_score"],
-                "params": m["params_adapter_final"],
-                "params_training": m["params_trainable_peak"],
-                "train_flops": m["train_flops"],
-                "flops_per_step": m["flops_per_step"],
-                "memory_mb": m["step_memory_bytes"] / 2**20,
-                "train_s": m["train_s"],
-                "schedule_s": m["schedule_s"],
-                "controller_s": m.get("search_controller_s", 0.0),
-                "search_s": m.get("search_evaluate_s", 0.0),
-                "search_evaluations": m.get("search_evaluations", 0),
-                "controller_parameters": m.get("search_controller_parameters", 0),
-                "resizes": m["resizes"],
-                "folder": str(folder),
-            }
-        )
-    return pd.DataFrame(rows)
+    """One row per (task, seed, method) with the run's score, costs and timings (each run cached).
+
+    The base model is pretrained first, in this process; then STRATO's searching runs, then every other run, each
+    phase spread over `cfg.workers` processes (small models leave cores and a GPU mostly idle, so parallel runs are
+    nearly free). Runs never share state: each is one cached stage keyed by its own config.
+    """
+    configs = {(t, s, m): cfg.run_config(t, s, m) for t in cfg.tasks for s in cfg.seeds for m in cfg.methods}
+    first = next(iter(configs.values()))
+    train.base_model(first, train.resolve_device(first.device.device_type))  # pretrain (or load) once, here
+    searching = [k for k in configs if k[2] == "strato" and (cfg.search_every_seed or k[1] == cfg.seeds[0])]
+    done = _run_jobs([configs[k] for k in searching], cfg.workers, force)
+    rest = [k for k in configs if k not in searching]
+    done += _run_jobs([configs[k] for k in rest], cfg.workers, force)
+    by_key = dict(zip(searching + rest, done, strict=True))
+    return pd.DataFrame([_row(*k, *by_key[k]) for k in configs])
+
+
+def _job(config, force: bool, threads: int) -> tuple[dict, str]:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    result, folder = train.run(config, force=force)
+    return result.metrics, str(folder)
+
+
+def _run_jobs(configs: list, workers: int, force: bool) -> list[tuple[dict, str]]:
+    if workers <= 1 or len(configs) <= 1:
+        return [_job(c, force, 0) for c in tqdm(configs, desc="PEFT runs")]
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_job, c, force, threads) for c in configs]
+        return [f.result() for f in tqdm(futures, desc=f"PEFT runs ({workers} processes)")]
+
+
+def _row(task: str, seed: int, method: str, m: dict, folder: str) -> dict:
+    return {
+        "task": task,
+        "seed": seed,
+        "method": LABELS[method],
+        "score": m["test_score"],
+        "params": m["params_adapter_final"],
+        "params_training": m["params_trainable_peak"],
+        "train_flops": m["train_flops"],
+        "flops_per_step": m["flops_per_step"],
+        "memory_mb": m["step_memory_bytes"] / 2**20,
+        "train_s": m["train_s"],
+        "schedule_s": m["schedule_s"],
+        "controller_s": m.get("search_controller_s", 0.0),
+        "search_s": m.get("search_evaluate_s", 0.0),
+        "search_evaluations": m.get("search_evaluations", 0),
+        "controller_parameters": m.get("search_controller_parameters", 0),
+        "resizes": m["resizes"],
+        "folder": folder,
+    }
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -66,6 +97,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
         train_flops=("train_flops", "mean"),
         memory_mb=("memory_mb", "mean"),
         train_s=("train_s", "median"),
+        seeds=("seed", "nunique"),
     ).reset_index()
     lora = table[table.method == "LoRA"].set_index("task")
     table["params_vs_lora"] = table.params / table.task.map(lora.params)
@@ -76,7 +108,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 def criteria(table: pd.DataFrame) -> pd.DataFrame:
     """STRATO-PEFT's own success criteria per task: parameters ≤ 0.7× LoRA or training FLOPs ≤ 0.8× LoRA; score
-    ≥ LoRA − 0.5 points; standard deviation across seeds ≤ 0.4 points."""
+    ≥ LoRA − 0.5 points; standard deviation across seeds ≤ 0.4 points (not judged, so not met, with one seed)."""
     s = table[table.method == "STRATO"].set_index("task")
     lora = table[table.method == "LoRA"].set_index("task")
     out = pd.DataFrame(
@@ -89,7 +121,8 @@ def criteria(table: pd.DataFrame) -> pd.DataFrame:
             "score_gap": s.score - lora.score,
             "accuracy": s.score >= lora.score - 0.5,
             "strato_std": s.score_std,
-            "stability": s.score_std <= 0.4,
+            "seeds": s.seeds,
+            "stability": (s.score_std <= 0.4) & (s.seeds >= 2),  # one seed has no spread to judge
         }
     )
     out["all_three"] = out.efficiency & out.accuracy & out.stability

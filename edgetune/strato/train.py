@@ -259,7 +259,7 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False, fast_
     return cached(
         "peft-run",
         {"config": config.to_dict(), "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION},
-        lambda folder: _compute(config, folder, progress),
+        lambda folder: _compute(config, folder, progress, force),
         force=force,
     )
 
@@ -286,7 +286,7 @@ def fast_dev(config: RunConfig) -> RunConfig:
     )
 
 
-def _compute(config: RunConfig, folder: Path, progress: bool) -> RunResult:
+def _compute(config: RunConfig, folder: Path, progress: bool, force: bool = False) -> RunResult:
     from torch.utils.tensorboard import SummaryWriter
 
     from edgetune.strato import search
@@ -316,7 +316,8 @@ def _compute(config: RunConfig, folder: Path, progress: bool) -> RunResult:
     )
     allocation, found = None, {}
     if spec.method == "strato":
-        allocation, found = search.find_allocation(config, model, loop)
+        owner = config.peft.strato.search_seed in (None, config.seed)  # the run that owns a shared search redoes it
+        allocation, found = search.find_allocation(config, model, loop, force=force and owner)
         s = config.peft.strato
         if s.schedule_every:
             loop.schedule = resize.RankSchedule(every=s.schedule_every, min_rank=s.min_rank, max_rank=s.max_rank)
