@@ -79,3 +79,39 @@ def test_profiles_build_one_run_config_per_task_seed_method():
     assert paper.task.source.endswith("HumanEval.jsonl") and paper.model.path == "model/llama"
     with pytest.raises(ValueError, match="must include 'lora'"):
         config("smoke", methods=("dora",))
+
+
+def test_dry_run_prints_the_exact_adapter_size(capsys):
+    from edgetune.strato.__main__ import main
+
+    path = CONFIGS[[p.stem for p in CONFIGS].index("lora")]
+    assert main(["--config", str(path), "--dry-run", "--override", "peft.rank=4"]) == 0
+    out = capsys.readouterr().out
+    # lm-tiny: 4 layers, hidden 64, intermediate 176, 4 heads, 2 kv heads (k/v out 32): Σ r·(d_in + d_out) per layer
+    per_layer = 4 * ((64 + 64) + (64 + 32) * 2 + (64 + 64) + (64 + 176) * 2 + (176 + 64))
+    assert f'"trainable_parameters": {4 * per_layer}' in out and "rank: 4" in out
+
+
+def test_the_runner_rejects_a_bad_override_with_exit_code_2(capsys):
+    from edgetune.strato.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(CONFIGS[0]), "--override", "training.stepz=3"])
+    assert e.value.code == 2 and "unknown key(s) ['stepz']" in capsys.readouterr().err
+
+
+def test_fast_dev_run_writes_one_result_with_tensorboard_logs(tmp_path, monkeypatch, capsys):
+    import json
+
+    from edgetune.strato.__main__ import main
+
+    monkeypatch.setenv("EDGETUNE_RUNS", str(tmp_path))
+    path = CONFIGS[[p.stem for p in CONFIGS].index("strato")]
+    assert main(["--config", str(path), "--fast-dev-run", "--seed", "7", "--override", "device.device_type=cpu"]) == 0
+    [result_path] = tmp_path.glob("cache/peft-run-*/result.json")
+    result = json.loads(result_path.read_text())
+    assert result["seed"] == 7 and result["config"]["training"]["steps"] == 2 and len(result["history"]) == 2
+    assert 0 <= result["metrics"]["test_score"] <= 100 and result["flops"] > 0
+    assert result["metrics"]["search_controller_parameters"] == 10_187
+    assert list((result_path.parent / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(list(tmp_path.glob("cache/strato-search-*/archive.json"))) == 1
