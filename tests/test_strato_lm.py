@@ -48,7 +48,8 @@ class FixedLogits(torch.nn.Module):
 
 
 def test_tokenizer_round_trips_code_and_spells_digits(tokenizer):
-    assert len(tokenizer) == 300
+    assert len(tokenizer) == 300 + 4  # BPE vocabulary + the answer letters " A".." D" as whole tokens
+    assert [len(tokenizer(f" {c}", add_special_tokens=False)["input_ids"]) for c in "ABCD"] == [1, 1, 1, 1]
     assert tokenizer.decode(tokenizer(CODE, add_special_tokens=False)["input_ids"]) == CODE
     assert len(tokenizer("123", add_special_tokens=False)["input_ids"]) == 3
     ids = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id]
