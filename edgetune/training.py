@@ -19,9 +19,9 @@ def draw_batch(x: torch.Tensor, y: torch.Tensor, size: int, g: torch.Generator) 
     return normalize(x[idx]), y[idx]
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (NVIDIA or ROCm) unless `enabled` is False; a no-op elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def finetune(

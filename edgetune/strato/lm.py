@@ -24,7 +24,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from edgetune.runs import Meter, RunResult, cached, load_weights, save_weights
-from edgetune.strato import sandbox
+from edgetune.strato import sandbox, tasks
 from edgetune.strato.spec import Example
 from edgetune.training import autocast
 
@@ -317,7 +317,7 @@ def score(
                 model, prompts, tokenizer, max_new_tokens=max_new_tokens, context=context, stop=stop, device=device
             )
     if task_kind == "number":
-        right = sum(_same_number(_extract_number(t), ex.reference) for t, ex in zip(texts, examples, strict=True))
+        right = sum(_same_number(tasks.extract_number(t), ex.reference) for t, ex in zip(texts, examples, strict=True))
         return 100.0 * right / max(len(examples), 1)
     programs = [ex.prompt + _code_body(t)[0] for t, ex in zip(texts, examples, strict=True)]
     tests, entry_points = [ex.reference for ex in examples], [ex.entry_point for ex in examples]
@@ -397,19 +397,6 @@ def _greedy(
 def _number_done(text: str) -> bool:
     """A GSM8K answer is complete once its "#### <number>" line has ended."""
     return re.search(r"####[ \t]*-?\d[^\n]*\n", text) is not None
-
-
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _extract_number(text: str) -> str | None:
-    """The first number after the first "####" if there is one, else the last number in the text (commas dropped);
-    the same rule as `tasks.extract_number`, compared by value in `_same_number`."""
-    _, marker, tail = text.partition("####")
-    found = NUMBER.findall(tail if marker else text)
-    if not found:
-        return None
-    return (found[0] if marker else found[-1]).replace(",", "")
 
 
 def _same_number(predicted: str | None, reference: str) -> bool:

@@ -59,7 +59,7 @@ def rank_heatmaps(ranks: pd.DataFrame) -> plt.Figure:
                 fmt=".0f",
                 annot_kws={"fontsize": 5},
             )
-            ax.set(title=f"{what} · {task}" if i == 0 or j == 0 else task, xlabel="", ylabel="layer" if j == 0 else "")
+            ax.set(xlabel="", ylabel="layer" if j == 0 else "")
             ax.set_title(f"{what} · {task}", fontsize=7)
             ax.tick_params(labelsize=5)
     fig.tight_layout()

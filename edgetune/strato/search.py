@@ -21,7 +21,7 @@ import numpy as np
 from edgetune.runs import RunResult, cached, write_json
 from edgetune.strato import controller, cost, lm, methods, tasks
 from edgetune.strato.config import RunConfig
-from edgetune.strato.spec import ATTENTION, Allocation, module_shapes
+from edgetune.strato.spec import ATTENTION, MODULES, Allocation, module_shapes
 
 
 def sensitivities(model, batches: list[dict], device) -> np.ndarray:
@@ -32,7 +32,7 @@ def sensitivities(model, batches: list[dict], device) -> np.ndarray:
         (i, name): mod.weight
         for i, layer in enumerate(layers)
         for name, mod in layer.named_modules()
-        if name.split(".")[-1] in ATTENTION + ("gate_proj", "up_proj", "down_proj")
+        if name.split(".")[-1] in MODULES
     }
     flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():

@@ -24,6 +24,7 @@ from edgetune.runs import Meter, RunResult, cached, write_json
 from edgetune.strato import cost, lm, methods, resize, tasks
 from edgetune.strato.config import RunConfig
 from edgetune.strato.spec import TaskData
+from edgetune.training import autocast
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,6 @@ def resolve_device(device_type: str) -> torch.device:
     if device_type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device.device_type='mps' but MPS is not available; use 'auto' or 'cpu'")
     return torch.device(device_type)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA/ROCm when enabled and supported; full precision on MPS and CPU."""
-    use = enabled and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
 
 
 @functools.lru_cache(maxsize=4)
