@@ -1,5 +1,6 @@
-# edgetune: `make reproduce` regenerates every figure, table and claim; `make test` runs the unit and notebook
-# tests. Both create .venv and install the package on first use (and again when pyproject.toml changes).
+# edgetune: `make reproduce` regenerates every figure, table, claim and report; `make test` runs the unit, notebook
+# and browser tests. Both create .venv, install the package and register the Jupyter kernel `edgetune` on first use
+# (and again when pyproject.toml changes).
 
 PYTHON ?= python3
 PROFILE ?= default
@@ -8,13 +9,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 CI_DIR := runs/ci
+CI_ENV := EDGETUNE_FIGURES=$(CURDIR)/$(CI_DIR)/figures EDGETUNE_RUNS=$(CURDIR)/$(CI_DIR)/runs
 
-.PHONY: reproduce test unit notebooks lint format benchmarks lab clean
+.PHONY: reproduce test unit notebooks browser-deps lint format benchmarks lab clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[dev]'
 	$(BIN)/python -c "import torchvision, timm, papermill, nbval"  # fail early on a broken torch/torchvision pair
+	$(BIN)/edgetune kernel  # the Jupyter kernel `edgetune` that papermill, nbval and the notebooks use
 	touch $(STAMP)
 
 reproduce: $(STAMP)
@@ -23,18 +26,30 @@ reproduce: $(STAMP)
 test: unit notebooks
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -m "not notebook" tests
 
-# Each notebook gets the smoke profile injected (papermill --prepare-only), then nbval executes it. Its figures
-# and ledger go under runs/ci/figures so the committed figures/ of `make reproduce` stay untouched.
-notebooks: $(STAMP)
+# Each notebook gets the smoke profile injected (papermill --prepare-only), then nbval executes it; then the smoke
+# profile is reproduced through the CLI (reusing nbval's cache) and the executed notebooks, the report and the
+# notebook in a real browser are checked. Everything goes under runs/ci, so the committed figures/ stay untouched.
+notebooks: $(STAMP) browser-deps
 	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)
 	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/papermill --prepare-only "$$nb" "$(CI_DIR)/$$(basename $$nb)" -p profile smoke -k python3 -l python \
+	  $(BIN)/papermill --prepare-only "$$nb" "$(CI_DIR)/$$(basename $$nb)" -p profile smoke -k edgetune -l python \
 	    --no-progress-bar || exit 1; \
 	done
-	EDGETUNE_FIGURES=$(CURDIR)/$(CI_DIR)/figures $(BIN)/pytest -q -p no:cacheprovider --nbval-lax \
-	  --nbval-current-env --nbval-cell-timeout=600 $(CI_DIR)
+	$(CI_ENV) $(BIN)/pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name edgetune \
+	  --nbval-cell-timeout=600 $(CI_DIR)
+	$(CI_ENV) $(BIN)/pytest -q -m notebook tests
+
+# Debian's Chromium and ChromeDriver for the browser test (root and apt-get needed; otherwise that test skips and
+# says why).
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null)) || \
+	  echo "note: could not install chromium; the browser test will skip"; \
+	else echo "note: chromium/chromedriver missing and not installable here (needs root + apt-get); the browser test will skip"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgetune tests benchmarks
@@ -47,8 +62,9 @@ format: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
+# Lab rooted at the project (figures/, docs/ and runs/ reachable from its file browser), opened on notebooks/.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 clean:
 	rm -rf $(CI_DIR) runs/notebooks .pytest_cache .ruff_cache

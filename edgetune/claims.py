@@ -1,8 +1,10 @@
 """The claims ledger: each section registers the papers' headline claims it tests, with what it measured.
 
-Rows live in `figures/claims.csv` (and a rendered `figures/claims.md`), keyed by (section, claim, profile): a
-rerun replaces its own rows and keeps every other. A claim that does not hold at a profile's scale is recorded as
-not holding — the ledger reports, it never tunes.
+Each profile has its own ledger, `figures/<profile>/claims.csv` (and a rendered `claims.md`), keyed by (section,
+claim): a rerun replaces its own rows and keeps every other. A claim that does not hold at a profile's scale is
+recorded as not holding — the ledger reports, it never tunes. A claim the profile cannot judge (a spread across
+seeds with one seed) is recorded as n/a, with the reason in its note. Each row names the section's figures that bear
+on it, so the reproduction report can show them beside the verdict.
 """
 
 from __future__ import annotations
@@ -14,47 +16,67 @@ import pandas as pd
 
 from edgetune.figures import markdown_table
 from edgetune.paths import SECTIONS, figures_dir
+from edgetune.profiles import PROFILES
 from edgetune.runs.io import write_text
 
-COLUMNS = ("section", "claim", "paper_value", "reproduced_value", "profile", "holds", "note")
+COLUMNS = ("section", "claim", "paper_value", "reproduced_value", "profile", "holds", "note", "figures")
 KEY = ["section", "claim", "profile"]
+VERDICTS = {True: "yes", False: "NO", None: "n/a"}
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One tested claim. `paper_value` and `reproduced_value` are short human-readable strings."""
+    """One tested claim. `paper_value` and `reproduced_value` are short human-readable strings; `holds` is None
+    where the profile cannot judge the claim; `figures` names the section's figures that bear on it."""
 
     section: str
     claim: str
     paper_value: str
     reproduced_value: str
     profile: str
-    holds: bool
+    holds: bool | None
     note: str = ""
+    figures: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.section not in SECTIONS:
             raise ValueError(f"Claim.section={self.section!r}; expected one of {SECTIONS}")
-        if not isinstance(self.holds, bool):
-            raise TypeError(f"Claim.holds must be a bool, got {type(self.holds).__name__} ({self.holds!r})")
+        if self.profile not in PROFILES:
+            raise ValueError(f"Claim.profile={self.profile!r}; expected one of {PROFILES}")
+        if self.holds is not None and not isinstance(self.holds, bool):
+            raise TypeError(f"Claim.holds must be a bool or None, got {type(self.holds).__name__} ({self.holds!r})")
+        if self.holds is None and not self.note:
+            raise ValueError(f"claim {self.claim!r} is n/a: its note must say why it cannot be judged")
 
 
-def load_ledger() -> pd.DataFrame:
-    path = figures_dir() / "claims.csv"
+def load_ledger(profile: str) -> pd.DataFrame:
+    """The profile's ledger (empty if it has never been run)."""
+    path = figures_dir(profile) / "claims.csv"
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
     ledger = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "figures" not in ledger.columns:  # ledgers written before claims named their figures
+        ledger["figures"] = ""
     missing = set(COLUMNS) - set(ledger.columns)
     if missing:
         raise ValueError(f"{path} lacks columns {sorted(missing)}; expected {list(COLUMNS)}")
-    ledger["holds"] = ledger["holds"].map({"True": True, "False": False})
+    unknown = set(ledger["holds"]) - {"True", "False", ""}
+    if unknown:
+        raise ValueError(f"{path}: column 'holds' has {sorted(unknown)}; expected True, False or empty (n/a)")
+    ledger["holds"] = ledger["holds"].map({"True": True, "False": False, "": None}).astype(object)
     return ledger[list(COLUMNS)]
 
 
 def record(claims: list[Claim]) -> pd.DataFrame:
-    """Upsert `claims` into the ledger (CSV + Markdown, atomically) and return the whole ledger."""
-    new = pd.DataFrame([dataclasses.asdict(c) for c in claims], columns=list(COLUMNS))
-    old = load_ledger()
+    """Upsert `claims` into their profile's ledger (CSV + Markdown, atomically) and return that whole ledger."""
+    profiles = {c.profile for c in claims}
+    if len(profiles) != 1:
+        raise ValueError(f"record() takes the claims of one profile at a time, got {sorted(profiles) or 'none'}")
+    (profile,) = profiles
+    new = pd.DataFrame(
+        [{**dataclasses.asdict(c), "figures": ";".join(c.figures)} for c in claims], columns=list(COLUMNS)
+    )
+    old = load_ledger(profile)
     keys = set(map(tuple, new[KEY].itertuples(index=False)))
     keep = old[[tuple(r) not in keys for r in old[KEY].itertuples(index=False)]] if len(old) else old
     ledger = pd.concat([keep, new], ignore_index=True) if len(keep) else new
@@ -62,21 +84,39 @@ def record(claims: list[Claim]) -> pd.DataFrame:
     ledger = ledger.sort_values(
         ["section", "profile", "claim"], key=lambda c: c.map(order) if c.name == "section" else c
     )
-    folder = figures_dir()
-    write_text(folder / "claims.csv", ledger.to_csv(index=False, lineterminator="\n"))
+    folder = figures_dir(profile)
+    csv = ledger.assign(holds=ledger.holds.map({True: "True", False: "False", None: ""}))
+    write_text(folder / "claims.csv", csv.to_csv(index=False, lineterminator="\n"))
     write_text(
-        folder / "claims.md", "# Claims ledger\n\n" + markdown_table(ledger.assign(holds=ledger.holds.map(_mark)))
+        folder / "claims.md",
+        f"# Claims ledger ({profile} profile)\n\n" + markdown_table(verdicts(ledger).drop(columns="figures")),
     )
     return ledger.reset_index(drop=True)
 
 
-def _mark(holds: bool) -> str:
-    return "yes" if holds else "NO"
+def verdicts(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The ledger with `holds` spelled as the reader sees it: yes, NO or n/a."""
+    return ledger.assign(holds=[VERDICTS[h] for h in ledger.holds])
 
 
-def format_ledger(ledger: pd.DataFrame | None = None) -> str:
-    """The ledger as Markdown, for printing at the end of a reproduction."""
-    ledger = load_ledger() if ledger is None else ledger
+def format_ledger(ledger: pd.DataFrame, width: int | None = None) -> str:
+    """The ledger as Markdown; `width` shortens the free-text cells for a terminal."""
     if ledger.empty:
         return "The claims ledger is empty: run `edgetune reproduce` first."
-    return markdown_table(ledger.assign(holds=ledger.holds.map(_mark)))
+    table = verdicts(ledger).drop(columns="figures")
+    if width:
+        table = table.assign(**{c: table[c].map(lambda v: _clip(v, width)) for c in ("claim", "paper_value", "note")})
+        table = table.assign(reproduced_value=table.reproduced_value.map(lambda v: _clip(v, 2 * width)))
+    return markdown_table(table)
+
+
+def show(ledger: pd.DataFrame, section: str):
+    """One section's rows as a rendered table in a notebook (plain Markdown text elsewhere)."""
+    from IPython.display import Markdown
+
+    rows = verdicts(ledger[ledger.section == section]).drop(columns=["section", "figures"])
+    return Markdown(markdown_table(rows.rename(columns={"holds": "holds?"})))
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,26 +1,33 @@
-"""`edgetune reproduce` and `edgetune claims`: execute the section notebooks with papermill, print the ledger.
+"""`edgetune`: reproduce the sections (papermill), read the claims ledger, compare two reproductions.
 
-    edgetune reproduce [--section S ...] [--profile P] [-p name=value ...] [--force]
-    edgetune claims
+    edgetune reproduce [--section S ...] [--profile P] [-p name=value ...] [--force] [--timeout SECONDS]
+    edgetune claims [--profile P] [--section S ...] [--verdict yes|NO|n/a] [--full]
+    edgetune compare [RUN_A RUN_B]
+    edgetune kernel
+    edgetune --version
 
-Parameters are checked against each notebook's `parameters` cell (papermill itself only warns about an unknown
-name): an unknown name or a value of the wrong type prints what is accepted and exits 2. Executed notebooks go to
-`runs/notebooks/`, a manifest of the run to `runs/manifest.json`; a failing cell is printed with its error and the
-executed notebook's path, and the command exits 1.
+Parameters are checked against each notebook's `parameters` cell before anything runs (papermill itself only warns
+about an unknown name): an unknown name or a value of the wrong type prints what is accepted and exits 2. While a
+section runs, its progress bars stream to the terminal. Executed notebooks go to `runs/notebooks/<profile>/`, one
+manifest per reproduction to `runs/reproductions/<id>.json`, and the report to `figures/<profile>/REPORT.md`; a
+failing cell is printed with its error and the executed notebook's path, and the command exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
-import json
+import hashlib
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from edgetune.paths import SECTIONS, root, runs_dir
+from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
 from edgetune.profiles import PROFILES
 
 NOTEBOOKS = {
@@ -30,7 +37,8 @@ NOTEBOOKS = {
     "assembling": "04_assembling.ipynb",
     "peft": "05_peft_comparison.ipynb",
 }
-KERNEL = "python3"  # ipykernel's own kernelspec: runs the interpreter of the environment papermill runs in
+KERNEL = "edgetune"  # registered by `make` (or `edgetune kernel`): this environment's Python, named for Jupyter
+KERNEL_DISPLAY = "Python (edgetune)"
 
 
 class UsageError(Exception):
@@ -41,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "claims":
-            return _claims()
+            return _claims(args.profile, args.section or [], args.verdict, args.full)
+        if args.command == "compare":
+            from edgetune.report import compare
+
+            print(compare(*_pick_runs(args.runs)))
+            return 0
+        if args.command == "kernel":
+            print(f"registered Jupyter kernel {KERNEL!r} → {ensure_kernel(quiet=True)}")
+            return 0
         return reproduce(args.section or [], args.profile, args.param, args.force, args.timeout)
     except UsageError as e:
         print(f"edgetune: error: {e}", file=sys.stderr)
@@ -49,22 +65,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from edgetune import __version__
+
     parser = argparse.ArgumentParser(prog="edgetune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"edgetune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="execute section notebooks (figures, tables, claims)")
+    rep = sub.add_parser("reproduce", help="execute section notebooks (figures, tables, claims, report)")
     rep.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="sections to run (default: all)")
     rep.add_argument("--profile", choices=PROFILES, default="default", help="parameter profile (default: default)")
-    rep.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override a parameter")
+    rep.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (lists: [1,2])"
+    )
     rep.add_argument("--force", action="store_true", help="recompute cached stages")
     rep.add_argument("--timeout", type=int, default=None, metavar="SECONDS", help="limit per notebook cell")
-    sub.add_parser("claims", help="print the claims ledger")
+    claims = sub.add_parser("claims", help="print the claims ledger of a profile")
+    claims.add_argument("--profile", choices=PROFILES, default="default", help="whose ledger (default: default)")
+    claims.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="only these sections")
+    claims.add_argument("--verdict", choices=("yes", "NO", "n/a"), help="only claims with this verdict")
+    claims.add_argument("--full", action="store_true", help="do not shorten long cells")
+    cmp = sub.add_parser("compare", help="what changed between two reproductions (default: the last two)")
+    cmp.add_argument(
+        "runs", nargs="*", metavar="RUN", help="reproduction ids or manifest paths (see runs/reproductions)"
+    )
+    sub.add_parser("kernel", help=f"register this environment's Python as the Jupyter kernel {KERNEL!r}")
     return parser
 
 
-def _claims() -> int:
-    from edgetune.claims import format_ledger
+def _claims(profile: str, sections: list[str], verdict: str | None, full: bool) -> int:
+    from edgetune.claims import format_ledger, load_ledger, verdicts
 
-    print(format_ledger())
+    ledger = load_ledger(profile)
+    if sections:
+        ledger = ledger[ledger.section.isin(sections)]
+    if verdict:
+        ledger = ledger[verdicts(ledger).holds == verdict]
+    if ledger.empty:
+        print(f"No claims match in figures/{profile}/claims.csv (run `edgetune reproduce --profile {profile}`).")
+        return 0
+    print(format_ledger(ledger, width=None if full else 60))
     return 0
 
 
@@ -77,35 +115,73 @@ def parse_assignment(text: str) -> tuple[str, str]:
 
 
 def convert(name: str, raw: str, type_name: str) -> Any:
-    """Convert `raw` to the type the parameters cell declares (`int`, `float | None`, ...), or raise UsageError."""
+    """Convert `raw` to the type the parameters cell declares (`int`, `float | None`, `Optional[list]`, ...), or
+    raise UsageError."""
     optional = type_name.startswith("Optional[")
     inner = type_name[len("Optional[") : -1] if optional else type_name
-    allowed = [t.strip() for t in inner.split("|")] + (["None"] if optional else [])
+    allowed = _split_union(inner) + (["None"] if optional else [])
     for kind in allowed:
         value = _try(kind, raw)
         if value is not _NO:
             return value
-    if not set(allowed) & {"int", "float", "bool", "str", "None"}:  # undeclared type: take it as written
-        return raw
+    if not {_base(k) for k in allowed} & {"int", "float", "bool", "str", "None", "list", "tuple"}:
+        return raw  # undeclared type: take it as written
     raise UsageError(f"parameter {name!r} expects {type_name}, got {raw!r}")
 
 
 _NO = object()
 
 
+def _split_union(text: str) -> list[str]:
+    """`list[int] | None` → ['list[int]', 'None'] (a `|` inside brackets does not split)."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [*parts, current.strip()]
+
+
+def _base(kind: str) -> str:
+    return kind.split("[", 1)[0].strip().lower()
+
+
 def _try(kind: str, raw: str) -> Any:
-    if kind == "None":
+    base = _base(kind)
+    if base == "none":
         return None if raw == "None" else _NO
-    if kind == "bool":
+    if base == "bool":
         return {"True": True, "true": True, "False": False, "false": False}.get(raw, _NO)
-    if kind == "str":
+    if base == "str":
         return raw
-    for cast in {"int": (int,), "float": (int, float)}.get(kind, ()):
+    if base in ("list", "tuple"):
+        return _sequence(kind, raw)
+    for cast in {"int": (int,), "float": (int, float)}.get(base, ()):
         try:
             return cast(raw)
         except ValueError:
             continue
     return _NO
+
+
+def _sequence(kind: str, raw: str) -> Any:
+    """`[42,43]` or `42,43` as a list (tuple) whose items match the declared item type, e.g. `list[int]`."""
+    text = raw if raw.startswith(("[", "(")) else f"[{raw}]"
+    try:
+        value = ast.literal_eval(text)  # literals only: never evaluates code
+    except (ValueError, SyntaxError):
+        return _NO
+    if not isinstance(value, list | tuple):
+        return _NO
+    item = _base(kind[kind.index("[") + 1 : -1]) if "[" in kind else ""
+    accepted = {"int": int, "float": int | float, "str": str, "bool": bool}.get(item, object)
+    if any(not isinstance(v, accepted) or (item in ("int", "float") and isinstance(v, bool)) for v in value):
+        return _NO
+    return tuple(value) if _base(kind) == "tuple" else list(value)
 
 
 def resolve_parameters(notebook: Path, profile: str, assignments: list[str], force: bool) -> dict[str, Any]:
@@ -132,9 +208,40 @@ def _describe(declared: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ the kernel
+def ensure_kernel(quiet: bool = False) -> str:
+    """Register this interpreter as the Jupyter kernel `edgetune` unless it already is; returns its Python.
+
+    The kernelspec goes to the user's Jupyter folder, so a JupyterLab installed anywhere else lists it too.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+        if _same_python(spec.argv[0]):
+            return spec.argv[0]
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(user=True, kernel_name=KERNEL, display_name=KERNEL_DISPLAY)
+    if not quiet:
+        print(f"edgetune: registered the Jupyter kernel {KERNEL!r} for {sys.executable}", file=sys.stderr)
+    return sys.executable
+
+
+def _same_python(executable: str) -> bool:
+    try:
+        return Path(executable).resolve() == Path(sys.executable).resolve() or (
+            Path(executable).parent.parent.resolve() == Path(sys.prefix).resolve()
+        )
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------------------------------ execution
 def reproduce(sections: list[str], profile: str, assignments: list[str], force: bool, timeout: int | None) -> int:
-    from tqdm import tqdm
+    from edgetune.report import write_report
 
     chosen = list(dict.fromkeys(sections)) or [s for s in SECTIONS if (root() / "notebooks" / NOTEBOOKS[s]).exists()]
     for s in SECTIONS:
@@ -146,34 +253,72 @@ def reproduce(sections: list[str], profile: str, assignments: list[str], force: 
         if not notebook.exists():
             raise UsageError(f"section {section!r} has no notebook yet (expected {notebook})")
         plans.append((section, notebook, resolve_parameters(notebook, profile, assignments, force)))
-    status = 0
-    for section, notebook, params in tqdm(plans, desc="sections", unit="section", position=0):
-        ok = _execute(section, notebook, params, timeout)
-        if not ok:
-            status = 1
-            break
-    from edgetune.claims import format_ledger
+    ensure_kernel()
+    manifest = _new_manifest(profile)
+    path = runs_dir() / "reproductions" / f"{manifest['id']}.json"
+    failed = False
+    for i, (section, notebook, params) in enumerate(plans, 1):
+        if failed:
+            manifest["sections"][section] = {"status": "not run", "parameters": params}
+            continue
+        print(f"\n[{i}/{len(plans)}] {section} ({profile} profile) — {notebook.relative_to(root())}", file=sys.stderr)
+        entry = _execute(section, notebook, params, timeout)
+        manifest["sections"][section] = entry
+        failed = entry["status"] != "ok"
+        _save_manifest(path, manifest)
+    manifest["finished"] = _now()
+    _save_manifest(path, manifest)
+    report = write_report(profile)
+    print(_summary(manifest, path, report))
+    return 1 if failed else 0
 
-    print("\nClaims ledger (figures/claims.md):\n" + format_ledger())
-    return status
+
+def _new_manifest(profile: str) -> dict[str, Any]:
+    from edgetune.profiles import pick_device
+    from edgetune.runs import describe_device, package_versions
+
+    stamp = dt.datetime.now(dt.timezone.utc)
+    return {
+        "id": f"{stamp:%Y%m%dT%H%M%SZ}-{profile}",
+        "profile": profile,
+        "started": stamp.isoformat(timespec="seconds"),
+        "finished": None,
+        "argv": sys.argv,
+        "git_commit": _git_commit(),
+        "versions": package_versions(),
+        "device": describe_device(pick_device()),
+        "sections": {},
+    }
 
 
-def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int | None) -> bool:
+def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int | None) -> dict[str, Any]:
     import papermill as pm
+    from jupyter_client.manager import KernelManager
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    output = runs_dir() / "notebooks" / notebook.name
+    from edgetune.profiles import budget_s
+    from edgetune.progress import TEXT_ENV
+
+    profile = params["profile"]
+    output = runs_dir() / "notebooks" / profile / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     start, error = time.perf_counter(), None
+    previous = os.environ.get(TEXT_ENV)
+    os.environ[TEXT_ENV] = "text"  # the kernel inherits it: its bars come back as text on its stderr
+    sockets = tempfile.TemporaryDirectory(prefix="edgetune-kernel-")
+    # local IPC sockets in a private folder rather than open TCP ports on localhost
+    km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(Path(sockets.name) / "kernel"))
     try:
         pm.execute_notebook(
             str(notebook),
             str(output),
             parameters=params,
             kernel_name=KERNEL,
+            km=km,
             language="python",
             cwd=str(notebook.parent),
-            progress_bar={"position": 1, "leave": False, "desc": section},
+            progress_bar=False,
+            stderr_file=sys.stderr,  # progress bars and warnings, as the cells run
             execution_timeout=timeout,
             request_save_on_cell_execute=True,
         )
@@ -187,38 +332,97 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
     except (CellTimeoutError, DeadKernelError) as e:
         error = f"{type(e).__name__}: {e}"
         print(f"\nedgetune: {section} stopped: {error}\nexecuted notebook: {output}", file=sys.stderr)
-    _update_manifest(section, notebook, output, params, time.perf_counter() - start, error)
-    return error is None
-
-
-def _update_manifest(section, notebook, output, params, duration, error) -> None:
-    from edgetune.profiles import budget_s, pick_device
-    from edgetune.runs import describe_device, package_versions, write_json
-
-    path = runs_dir() / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {"sections": {}}
-    manifest.update(git_commit=_git_commit(), versions=package_versions(), device=describe_device(pick_device()))
-    budget = budget_s(section, params["profile"])
-    manifest["sections"][section] = {
-        "budget_s": budget,
-        "within_budget": None if budget is None else duration <= budget,
-        "notebook": _display(notebook),
-        "executed_notebook": _display(output),
-        "parameters": params,
-        "duration_s": round(duration, 2),
+    finally:
+        if km.has_kernel:  # a kernel manager we pass in is ours to stop
+            km.shutdown_kernel(now=True)
+        sockets.cleanup()
+        if previous is None:
+            os.environ.pop(TEXT_ENV, None)
+        else:
+            os.environ[TEXT_ENV] = previous
+    duration = time.perf_counter() - start
+    budget = budget_s(section, profile)
+    return {
         "status": "failed" if error else "ok",
         "error": error,
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(duration, 2),
+        "budget_s": budget,
+        "within_budget": None if budget is None else duration <= budget,
+        "notebook": display_path(notebook),
+        "executed_notebook": display_path(output),
+        "parameters": params,
+        "finished": _now(),
+        "claims": _section_claims(section, profile),
+        "files": _section_files(section, profile),
     }
+
+
+def _section_claims(section: str, profile: str) -> list[dict[str, Any]]:
+    from edgetune.claims import load_ledger
+
+    ledger = load_ledger(profile)
+    return ledger[ledger.section == section].drop(columns=["section", "profile"]).to_dict("records")
+
+
+def _section_files(section: str, profile: str) -> dict[str, str]:
+    """sha256 of every file the section wrote, so `compare` can say which figures and tables changed."""
+    folder = figures_dir(profile, section)
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    from edgetune.runs import write_json
+
     write_json(path, manifest)
 
 
-def _display(path: Path) -> str:
+def _summary(manifest: dict[str, Any], path: Path, report: Path) -> str:
+    from edgetune.claims import VERDICTS
+
+    lines = [f"\nedgetune reproduce — {manifest['profile']} profile, reproduction {manifest['id']}", ""]
+    lines.append(f"{'section':<14} {'status':<8} {'time':>9} {'budget':>9}  claims holding")
+    for section, e in manifest["sections"].items():
+        time_s = f"{e['duration_s']:.1f} s" if "duration_s" in e else "—"
+        budget = "—" if e.get("budget_s") is None else f"{'≤' if e['within_budget'] else '>'} {e['budget_s']:.0f} s"
+        verdicts = [VERDICTS[c["holds"]] for c in e.get("claims", [])]
+        judged = [v for v in verdicts if v != "n/a"]
+        held = f"{judged.count('yes')}/{len(judged)}" + (
+            f" (+{len(verdicts) - len(judged)} n/a)" if len(judged) < len(verdicts) else ""
+        )
+        lines.append(f"{section:<14} {e['status']:<8} {time_s:>9} {budget:>9}  {held if verdicts else '—'}")
+    lines += ["", f"report:   {display_path(report)}", f"manifest: {display_path(path)}"]
+    return "\n".join(lines)
+
+
+def _pick_runs(runs: list[str]) -> tuple[Path, Path]:
+    folder = runs_dir() / "reproductions"
+    known = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not runs:
+        if len(known) < 2:
+            raise UsageError(f"compare needs two reproductions; {folder} holds {len(known)}")
+        return known[-2], known[-1]
+    if len(runs) != 2:
+        raise UsageError(f"compare takes two reproductions (ids or manifest paths), got {len(runs)}")
+    paths = []
+    for run in runs:
+        path = Path(run) if run.endswith(".json") else folder / f"{run}.json"
+        if not path.is_file():
+            listing = ", ".join(p.stem for p in known[-5:]) or "none"
+            raise UsageError(f"no reproduction {run!r} ({path} does not exist); the latest are: {listing}")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def display_path(path: Path) -> str:
     """A path relative to the project root where it lies inside it (runs/ may be redirected elsewhere)."""
     try:
-        return str(path.relative_to(root()))
+        return str(Path(path).resolve().relative_to(root()))
     except ValueError:
         return str(path)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _git_commit() -> str | None:

@@ -1,24 +1,27 @@
 """The one way figures and tables are written: a shared seaborn theme, byte-stable files, the plotted data beside.
 
-`save_figure` writes `figures/<section>/<name>.png` (and SVG/PDF on request) with fixed metadata, so rerunning a
-notebook with the same inputs gives the same bytes (matplotlib embeds its version and, for vector formats, dates
-and random ids unless told otherwise), plus `<name>.csv` holding exactly the data that was plotted. Tables are
-written as CSV and Markdown. Every write is atomic.
+`save_figure` writes `figures/<profile>/<section>/<name>.png` (and SVG/PDF on request) with fixed metadata, so
+rerunning a notebook with the same inputs gives the same bytes (matplotlib embeds its version and, for vector
+formats, dates and random ids unless told otherwise), plus `<name>.csv` holding exactly the data that was
+plotted. Tables are written as CSV and Markdown. Every write is atomic. `SectionOutputs` binds a section and a
+profile so a notebook names them once.
+
+No matplotlib backend is forced: in a Jupyter kernel the inline backend shows every figure, and elsewhere matplotlib
+picks a headless one (Agg) by itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg", force=False)  # no display needed; inline backends in Jupyter still work for display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from edgetune.paths import figures_dir  # noqa: E402
-from edgetune.runs.io import atomic_write, write_text  # noqa: E402
+from edgetune.paths import figures_dir, host_dir
+from edgetune.runs.io import atomic_write, write_text
 
 RC = {
     "font.family": "DejaVu Sans",  # ships with matplotlib: identical glyphs on every machine
@@ -44,15 +47,16 @@ def set_theme() -> None:
 
 
 def save_figure(
-    fig: plt.Figure, section: str, name: str, data: pd.DataFrame, formats: tuple[str, ...] = ("png",)
+    fig: plt.Figure, section: str, name: str, data: pd.DataFrame, formats: tuple[str, ...] = ("png",), *, profile: str
 ) -> Path:
-    """Write `fig` as figures/<section>/<name>.<fmt> and the plotted `data` as <name>.csv; returns the first file."""
+    """Write `fig` as figures/<profile>/<section>/<name>.<fmt> and the plotted `data` as <name>.csv; returns the
+    first file."""
     unknown = set(formats) - set(METADATA)
     if unknown or not formats:
         raise ValueError(f"formats {sorted(unknown) or formats} not supported; choose from {sorted(METADATA)}")
     if not isinstance(data, pd.DataFrame) or data.empty:
         raise ValueError(f"figure {section}/{name}: `data` must be a non-empty DataFrame of the plotted values")
-    folder = figures_dir(section)
+    folder = figures_dir(profile, section)
     for fmt in formats:
         atomic_write(folder / f"{name}.{fmt}", lambda tmp, f=fmt: _savefig(fig, tmp, f))
     write_text(folder / f"{name}.csv", data.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
@@ -64,9 +68,12 @@ def _savefig(fig: plt.Figure, path: Path, fmt: str) -> None:
         fig.savefig(path, format=fmt, metadata=METADATA[fmt], bbox_inches="tight")
 
 
-def write_table(df: pd.DataFrame, section: str, name: str, floatfmt: str = ".4g") -> Path:
-    """Write a table as figures/<section>/<name>.csv and .md; returns the Markdown path."""
-    folder = figures_dir(section)
+def write_table(df: pd.DataFrame, section: str, name: str, floatfmt: str = ".4g", *, profile: str) -> Path:
+    """Write a table as figures/<profile>/<section>/<name>.csv and .md; returns the Markdown path."""
+    return _write_table(df, figures_dir(profile, section), name, floatfmt)
+
+
+def _write_table(df: pd.DataFrame, folder: Path, name: str, floatfmt: str) -> Path:
     write_text(folder / f"{name}.csv", df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     return write_text(folder / f"{name}.md", markdown_table(df, floatfmt))
 
@@ -83,3 +90,55 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"
+
+
+@dataclass(frozen=True)
+class SectionOutputs:
+    """Where one section's run at one profile writes; a notebook makes one and names neither again.
+
+    >>> out = SectionOutputs("motivation", "smoke")
+    >>> out.figure(fig, "depth_accuracy_energy", curve)   # figures/smoke/motivation/depth_accuracy_energy.png + .csv
+    """
+
+    section: str
+    profile: str
+
+    def __post_init__(self):
+        figures_dir(self.profile, self.section)  # validates both names before any work
+
+    @property
+    def folder(self) -> Path:
+        return figures_dir(self.profile, self.section)
+
+    def figure(self, fig: plt.Figure, name: str, data: pd.DataFrame, formats: tuple[str, ...] = ("png",)) -> Path:
+        return save_figure(fig, self.section, name, data, formats, profile=self.profile)
+
+    def table(self, df: pd.DataFrame, name: str, floatfmt: str = ".4g") -> Path:
+        return write_table(df, self.section, name, floatfmt, profile=self.profile)
+
+    def host_table(self, df: pd.DataFrame, name: str, floatfmt: str = ".4g") -> Path:
+        """A table of this machine's timings: under runs/host/, never in the tracked figures/."""
+        return _write_table(df, host_dir(self.profile, self.section), name, floatfmt)
+
+
+def config_table(cfg, columns: int = 3):
+    """A dataclass config as a compact Markdown table (`columns` name/value pairs per row) for notebook display."""
+    from IPython.display import Markdown
+
+    items = [(f.name, _short(getattr(cfg, f.name))) for f in dataclasses.fields(cfg)]
+    rows = -(-len(items) // columns)
+    table = pd.DataFrame(
+        {
+            label: [items[c * rows + r][i] if c * rows + r < len(items) else "" for r in range(rows)]
+            for c in range(columns)
+            for i, label in enumerate((f"parameter{' ' * c}", f"value{' ' * c}"))
+        }
+    )
+    return Markdown(f"**{type(cfg).__name__}**\n\n" + markdown_table(table))
+
+
+def _short(value, width: int = 60) -> str:
+    if dataclasses.is_dataclass(value):
+        value = ", ".join(f"{f.name}={getattr(value, f.name)!r}" for f in dataclasses.fields(value))
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"

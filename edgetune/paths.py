@@ -1,5 +1,9 @@
 """Where things live. Every path the package writes or reads is resolved here, never from the cwd.
 
+Environment variables: `EDGETUNE_ROOT` (the project root), `EDGETUNE_RUNS` (caches, checkpoints, executed
+notebooks, manifests; default `<root>/runs`) and `EDGETUNE_FIGURES` (figures, tables, claims and reports; default
+`<root>/figures`).
+
 The project root is found from `EDGETUNE_ROOT` if set, else by walking up from the current directory to the
 first folder holding `pyproject.toml` and `notebooks/` (papermill and nbval start kernels in different
 directories, so the cwd alone is not reliable), else the folder above the installed package.
@@ -9,6 +13,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from edgetune.profiles import PROFILES
 
 SECTIONS = ("motivation", "customization", "retraining", "assembling", "peft")
 
@@ -29,16 +35,27 @@ def runs_dir() -> Path:
     return Path(os.environ["EDGETUNE_RUNS"]) if os.environ.get("EDGETUNE_RUNS") else root() / "runs"
 
 
-def figures_dir(section: str | None = None) -> Path:
-    """`figures/` or `figures/<section>/` (created on demand).
+def figures_dir(profile: str, section: str | None = None) -> Path:
+    """`figures/<profile>/` or `figures/<profile>/<section>/` (created on demand).
 
-    `EDGETUNE_FIGURES` redirects it (the notebook tests write their smoke figures under `runs/` this way, so
-    they never overwrite the committed figures of `make reproduce`).
+    Each profile has its own folder, so a smoke run never overwrites the committed default or gpu results.
+    `EDGETUNE_FIGURES` redirects the base folder (the notebook tests write their smoke figures under `runs/` this
+    way).
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; expected one of {', '.join(SECTIONS)}")
     base = Path(os.environ["EDGETUNE_FIGURES"]) if os.environ.get("EDGETUNE_FIGURES") else root() / "figures"
-    path = base / (section or "")
+    path = base / profile / (section or "")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def host_dir(profile: str, section: str) -> Path:
+    """`runs/host/<profile>/<section>/`: measurements of this machine that change run to run (latencies, selection
+    times). They are shown in the notebook but kept out of the tracked `figures/`."""
+    path = runs_dir() / "host" / profile / section
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -22,6 +22,7 @@ def claims_rows(profile: str, summary: pd.DataFrame, speedup: float) -> list[Cla
             profile=profile,
             holds=bool(full.gain_pp > 0),
             note="cost = training FLOPs, the meta model counted",
+            figures=("accuracy_vs_cost", "assembled_vs_finetuned"),
         ),
         Claim(
             section="assembling",
@@ -32,6 +33,7 @@ def claims_rows(profile: str, summary: pd.DataFrame, speedup: float) -> list[Cla
             + " / ".join(f"{d:.0%}" for d in gains.data),
             profile=profile,
             holds=bool(len(gains) > 1 and gains.gain_pp.iloc[-1] > gains.gain_pp.iloc[0]),
+            figures=("accuracy_vs_cost",),
         ),
         Claim(
             section="assembling",
@@ -41,5 +43,6 @@ def claims_rows(profile: str, summary: pd.DataFrame, speedup: float) -> list[Cla
             profile=profile,
             holds=bool(not math.isnan(speedup) and speedup >= 3.2),
             note="holds at the paper's lower end (≥ 3.2×)",
+            figures=("convergence",),
         ),
     ]

@@ -3,35 +3,70 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
 PHASE_COLOURS = {"PT": "C2", "MT": "C1", "FT": "C0", "E2E": "C3"}
+METHOD_COLOURS = {"E2E": "C3", "assembling": "C4"}
 
 
 def cost_figure(costs: pd.DataFrame) -> plt.Figure:
-    """Training cost per data share, E2E beside assembling split into PT / MT / FT, with final accuracy on top."""
+    """Left: final test accuracy per data share, E2E beside assembling (the bar height is the accuracy). Right: what
+    each run cost, E2E beside assembling split into PT / MT / FT — the budgets the accuracies were bought with."""
     shares = list(dict.fromkeys(costs.data))
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    methods = [m for m in ("E2E", "assembling") if m in set(costs.method)]
+    fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1.1, 1]})
+    width = 0.8 / len(methods)
+    x = np.arange(len(shares))
+    accuracy = costs.groupby(["data", "method"], sort=False).accuracy.first()
+    for m, method in enumerate(methods):
+        heights = [accuracy.get((share, method), np.nan) for share in shares]
+        bars = acc_ax.bar(
+            x + (m - (len(methods) - 1) / 2) * width,
+            heights,
+            width=width * 0.95,
+            color=METHOD_COLOURS[method],
+            label=method,
+        )
+        acc_ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    acc_ax.set_xticks(x, [f"{s:.0%}" for s in shares])
+    top = float(costs.accuracy.max())
+    acc_ax.set(
+        xlabel="share of the training data",
+        ylabel="final test accuracy",
+        ylim=(0, min(1.0, top * 1.15) if top <= 1 else top * 1.15),
+        title="Accuracy at equal training cost",
+    )
+    acc_ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(methods))
+
+    seen: set[str] = set()
     for k, share in enumerate(shares):
-        for m, method in enumerate(("E2E", "assembling")):
+        for m, method in enumerate(methods):
             rows = costs[(costs.data == share) & (costs.method == method)]
-            bottom, x = 0.0, k * 3 + m
+            bottom, pos = 0.0, k + (m - (len(methods) - 1) / 2) * width
             for row in rows.itertuples():
-                ax.bar(
-                    x,
+                cost_ax.bar(
+                    pos,
                     row.tflops,
                     bottom=bottom,
-                    color=PHASE_COLOURS[row.phase],
-                    width=0.9,
-                    label=row.phase if k == 0 else None,
+                    color=PHASE_COLOURS.get(row.phase, "C7"),
+                    width=width * 0.95,
+                    label=None if row.phase in seen else _phase_label(method, row.phase),
                 )
+                seen.add(row.phase)
                 bottom += row.tflops
-            ax.text(x, bottom, f"{rows.accuracy.iloc[0]:.3f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks([k * 3 + 0.5 for k in range(len(shares))], [f"{s:.0%} data" for s in shares])
-    ax.set(ylabel="training cost (TFLOPs)", title="Equal cost: E2E (left) vs assembling (right); top: accuracy")
-    ax.legend(frameon=False, fontsize=7)
+    cost_ax.set_xticks(x, [f"{s:.0%}" for s in shares])
+    cost_ax.set(
+        xlabel="share of the training data", ylabel="training cost (TFLOPs)", title="Training cost, split by phase"
+    )
+    cost_ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.tight_layout()
     return fig
+
+
+def _phase_label(method: str, phase: str) -> str:
+    return phase if phase == method else f"{method}: {phase}"
 
 
 def convergence_figure(curve: pd.DataFrame) -> plt.Figure:

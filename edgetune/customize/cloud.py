@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
-from tqdm import tqdm
 
 from edgetune.customize.supernet import FULL, SubnetSpec, accumulate_importance, supernet_forward
+from edgetune.progress import progress
 from edgetune.runs import Checkpointer, Meter, RunResult
 from edgetune.training import autocast, draw_batch, flush_history
 
@@ -99,7 +99,7 @@ def train_elastic(
     pending: list[torch.Tensor] = []
     depth = len(vit.blocks)
     with Meter(device) as meter:
-        for step in tqdm(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
+        for step in progress(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
             if stop_after is not None and step >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:

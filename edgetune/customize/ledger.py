@@ -33,6 +33,7 @@ def _pfg(profile: str, selection: pd.DataFrame) -> Claim:
         profile=profile,
         holds=bool(gain > 0),
         note="trade-off = acc − 0.5·(size + energy), ACME's energy model",
+        figures=("pfg_selection", "accuracy_surface"),
     )
 
 
@@ -50,6 +51,7 @@ def _traffic(profile: str, traffic: pd.DataFrame) -> Claim:
         profile=profile,
         holds=bool(ratio <= TRANSMISSION_CLAIM),
         note="every byte counted as sent, model weights included; centralized = raw 8-bit device data up + model down",
+        figures=("communication",),
     )
 
 
@@ -64,6 +66,7 @@ def _nas(profile: str, comparison: pd.DataFrame) -> Claim:
         profile=profile,
         holds=bool((nas > baselines).all()),
         note="same frozen sub-backbone features and training steps for every head",
+        figures=("header_comparison", "header_size_heatmaps"),
     )
 
 
@@ -86,6 +89,7 @@ def _personalization(profile: str, gains: pd.DataFrame) -> list[Claim]:
                 profile=profile,
                 holds=bool(acc["emd"] >= others.max()),
                 note="mean accuracy of the devices on their own test splits",
+                figures=("personalization_gains", "device_similarity"),
             )
         )
     return rows

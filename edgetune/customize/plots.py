@@ -4,6 +4,7 @@ saves it with `edgetune.figures.save_figure` beside exactly that table."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -51,24 +52,62 @@ def pfg_figure(selection: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def _panels_with_colorbar(n: int, panel_width: float, height: float) -> tuple[plt.Figure, list[plt.Axes], plt.Axes]:
+    """`n` heatmap panels in a row and one narrow axes on the right for the colour scale they all share."""
+    fig, axes = plt.subplots(
+        1, n + 1, figsize=(panel_width * n + 0.6, height), gridspec_kw={"width_ratios": [1] * n + [0.05]}
+    )
+    return fig, list(axes[:-1]), axes[-1]
+
+
 def header_size_figure(sizes: pd.DataFrame) -> plt.Figure:
-    """Header accuracy over cells per layer (B) × layers (U), at the smallest and the full backbone."""
+    """Header accuracy over cells per layer (B) × layers (U), at the smallest and the full backbone, on one shared
+    colour scale."""
     backbones = list(dict.fromkeys(sizes.backbone))
-    fig, axes = plt.subplots(1, len(backbones), figsize=(4 * len(backbones), 3))
-    for ax, name in zip(axes, backbones, strict=True):
+    fig, axes, cax = _panels_with_colorbar(len(backbones), 3.8, 3)
+    vmin, vmax = float(sizes.accuracy.min()), float(sizes.accuracy.max())
+    for k, (ax, name) in enumerate(zip(axes, backbones, strict=True)):
         table = sizes[sizes.backbone == name].pivot(index="nodes", columns="layers", values="accuracy")
-        sns.heatmap(table, annot=True, fmt=".3f", cmap="mako", ax=ax, cbar=False)
-        ax.set(title=f"backbone {name}", xlabel="layers U", ylabel="cells per layer B")
+        last = k == len(backbones) - 1
+        sns.heatmap(
+            table,
+            annot=True,
+            fmt=".3f",
+            cmap="mako",
+            ax=ax,
+            vmin=vmin,
+            vmax=vmax,
+            cbar=last,
+            cbar_ax=cax if last else None,
+            cbar_kws={"label": "top-1 accuracy"},
+        )
+        ax.set(title=f"backbone {name}", xlabel="layers U", ylabel="cells per layer B" if k == 0 else "")
     fig.tight_layout()
     return fig
 
 
 def similarity_figure(weights: dict[str, pd.DataFrame]) -> plt.Figure:
-    """The edge's device-mixing matrices W under EMD and JS (row-softmax of similarities)."""
-    fig, axes = plt.subplots(1, len(weights), figsize=(4 * len(weights), 3.2))
-    for ax, (name, table) in zip(axes, weights.items(), strict=True):
-        sns.heatmap(table, annot=True, fmt=".3f", cmap="rocket_r", ax=ax, cbar=False)
-        ax.set(title=f"W ({name})", xlabel="device", ylabel="device")
+    """The edge's device-mixing matrices W under EMD and JS (row-softmax of similarities), on one colour scale over
+    a weight's whole range, 0 to 1, so near-uniform mixing (every weight ≈ 1/devices) looks uniform."""
+    fig, axes, cax = _panels_with_colorbar(len(weights), 3.8, 3.2)
+    vmax = max(1.0, *(float(table.to_numpy().max()) for table in weights.values()))
+    devices = max(table.shape[1] for table in weights.values())
+    for k, (ax, (name, table)) in enumerate(zip(axes, weights.items(), strict=True)):
+        last = k == len(weights) - 1
+        sns.heatmap(
+            table,
+            annot=True,
+            fmt=".4f",
+            cmap="rocket_r",
+            ax=ax,
+            vmin=0,
+            vmax=vmax,
+            cbar=last,
+            cbar_ax=cax if last else None,
+            cbar_kws={"label": f"mixing weight (uniform = 1/{devices} = {1 / devices:.3f})"},
+            annot_kws={"fontsize": 7},
+        )
+        ax.set(title=f"W ({name})", xlabel="device", ylabel="device" if k == 0 else "")
     fig.tight_layout()
     return fig
 
@@ -84,12 +123,24 @@ def personalization_figure(gains: pd.DataFrame) -> plt.Figure:
 
 
 def communication_figure(traffic: pd.DataFrame) -> plt.Figure:
-    """Bytes per direction and payload, ACME against a centralized system that uploads the devices' data."""
+    """Bytes per direction and payload, ACME against a centralized system that uploads the devices' data; the total
+    of each bar written at its end."""
     table = traffic.groupby(["system", "direction", "what"], as_index=False)["bytes"].sum()
     table["bar"] = table.system + " " + table.direction
     wide = table.pivot(index="bar", columns="what", values="bytes").fillna(0) / 1e6
+    colours = dict(zip(wide.columns, plt.get_cmap("tab20")(np.linspace(0, 1, len(wide.columns))), strict=True))
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    wide.plot.barh(stacked=True, ax=ax, colormap="tab20", width=0.7)
+    y = np.arange(len(wide))
+    left = np.zeros(len(wide))
+    for what in wide.columns:
+        width = wide[what].to_numpy()
+        shown = width > 0  # a zero-width segment would still pin the axis limit to its edge
+        ax.barh(y[shown], width[shown], left=left[shown], height=0.7, color=colours[what], label=what)
+        left += width
+    for k, total in enumerate(left):
+        ax.text(total, k, f" {total:.3g} MB", va="center", ha="left", fontsize=7)
+    ax.set_xlim(0, left.max() * 1.18)
+    ax.set_yticks(y, wide.index)
     ax.set(xlabel="MB transmitted", ylabel="", title="Communication: ACME vs centralized")
     ax.legend(frameon=False, fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()

@@ -53,15 +53,34 @@ def device_figure(fit: pd.DataFrame, family: pd.DataFrame, devices) -> plt.Figur
 
 
 def splits_figure(hist: pd.DataFrame) -> plt.Figure:
-    """(c) Label distribution of each client under every split."""
+    """(c) Label distribution of each client under every split, all on one colour scale (0 to the largest count)
+    with one colour bar."""
     names = list(dict.fromkeys(hist.split))
-    fig, axes = plt.subplots(len(names), 1, figsize=(7, 0.75 * len(names) + 0.8), sharex=True)
-    for ax, name in zip(axes, names, strict=True):
+    fig = plt.figure(figsize=(7.4, 0.75 * len(names) + 0.8))
+    grid = fig.add_gridspec(len(names), 2, width_ratios=[1, 0.025])
+    axes = [fig.add_subplot(grid[0, 0])]
+    axes += [fig.add_subplot(grid[i, 0], sharex=axes[0]) for i in range(1, len(names))]
+    cax = fig.add_subplot(grid[:, 1])
+    vmax = float(hist["count"].max())
+    for k, (ax, name) in enumerate(zip(axes, names, strict=True)):
         table = hist[hist.split == name].pivot(index="client", columns="label", values="count")
-        sns.heatmap(table, cmap="mako_r", cbar=False, ax=ax, xticklabels=5 if table.shape[1] > 20 else 1)
+        last = k == len(names) - 1
+        sns.heatmap(
+            table,
+            cmap="mako_r",
+            vmin=0,
+            vmax=vmax,
+            cbar=last,
+            cbar_ax=cax if last else None,
+            cbar_kws={"label": "samples"},
+            ax=ax,
+            xticklabels=5 if table.shape[1] > 20 else 1,
+        )
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
         ax.set_xlabel("")
         ax.tick_params(axis="y", labelsize=6)
+        if not last:
+            ax.tick_params(axis="x", bottom=False, labelbottom=False)
     axes[-1].set_xlabel("label")
     axes[0].set_title("Samples per client and label (rows: clients 0–4)")
     fig.tight_layout()

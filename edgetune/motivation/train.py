@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from tqdm import tqdm
 
+from edgetune.progress import progress
 from edgetune.runs import Checkpointer, Meter, RunResult
 from edgetune.training import autocast, draw_batch, flush_history
 
@@ -68,7 +68,7 @@ def train_early_exit(
     pending: list[torch.Tensor] = []  # per-step losses kept on the device: one host sync per checkpoint, not per step
     model.train()
     with Meter(device) as meter:
-        for step in tqdm(range(start, steps), desc="early-exit ViT", initial=start, total=steps, mininterval=2):
+        for step in progress(range(start, steps), desc="early-exit ViT", initial=start, total=steps, mininterval=2):
             if stop_after is not None and step >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumes exactly

@@ -31,6 +31,7 @@ def _accuracy_claim(profile: str, averages: pd.DataFrame) -> Claim:
         holds=bool(bt - base >= GAIN_MIN),
         note=f"mean accuracy after each window's retraining, baselines = fixed compressed model retrained in full and "
         f"with LoRA, same training-FLOP budget per window; holds if ahead by ≥ {GAIN_MIN:.2f}",
+        figures=("accuracy_per_domain", "average_accuracy", "accuracy_vs_budget", "plan_composition"),
     )
 
 
@@ -47,4 +48,5 @@ def _law_claim(profile: str, quality: pd.DataFrame, form: str, stream_quality: d
         profile=profile,
         holds=bool(held.loc[form].r2 >= R2_MIN),
         note=f"form chosen by held-out MAE; holds if held-out R² ≥ {R2_MIN}",
+        figures=("scaling_law_fit",),
     )

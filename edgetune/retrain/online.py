@@ -25,9 +25,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from scipy import linalg
-from tqdm import tqdm
 
 from edgetune.models import image_size
+from edgetune.progress import progress
 from edgetune.retrain.config import RetrainingConfig
 from edgetune.retrain.data import Window
 from edgetune.retrain.kb import edge_model, merge_into_kb, set_sparsity
@@ -272,7 +272,7 @@ def run_stream(
     folder.mkdir(parents=True, exist_ok=True)
     state = _State.start(cfg, offline, stream, law, factor, device)
     done = state.restore(folder)
-    for i in tqdm(range(done, len(windows)), desc=desc, initial=done, total=len(windows)):
+    for i in progress(range(done, len(windows)), desc=desc, initial=done, total=len(windows)):
         state.step(i, windows[i], methods, cfg, stream, device)
         state.save(folder, i + 1)
     return state.tables()

@@ -6,33 +6,66 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import ticker
 
-from edgetune.retrain.online import LABELS
+from edgetune.retrain.online import LABELS as METHOD_NAMES
 
 ORDER = ["blocktrainer", "blocktrainer-fm", "fixed", "fixed-lora", "fm"]
+# Spelled-out legend names ("fm" is BlockTrainer's foundation model: the large model the edge models are cut from).
+LABELS = {
+    **METHOD_NAMES,
+    "blocktrainer": "BlockTrainer edge model (retrained)",
+    "blocktrainer-fm": "foundation model, BlockTrainer updates merged",
+    "fixed": "fixed compressed model, full retraining",
+    "fixed-lora": "fixed compressed model, LoRA retraining",
+    "fm": "foundation model, never retrained",
+}
+# Top panel: the small models retrained every window; bottom: the foundation model, with and without the merges.
+EDGE, FOUNDATION = ("blocktrainer", "fixed", "fixed-lora"), ("blocktrainer-fm", "fm")
+STYLE = {  # BlockTrainer in front and bold, the baselines thin and light behind it
+    "blocktrainer": {"color": "C0", "lw": 1.8, "alpha": 1.0, "zorder": 3},
+    "fixed": {"color": "C2", "lw": 0.9, "alpha": 0.75, "zorder": 2},
+    "fixed-lora": {"color": "C3", "lw": 0.9, "alpha": 0.75, "zorder": 2},
+    "blocktrainer-fm": {"color": "C0", "lw": 1.6, "alpha": 1.0, "zorder": 3, "marker": "o", "ms": 3.5},
+    "fm": {"color": "0.45", "lw": 0.9, "alpha": 0.9, "zorder": 2, "marker": "s", "ms": 3, "ls": "--"},
+}
 
 
 def stream_figure(curves: pd.DataFrame, rows: pd.DataFrame) -> plt.Figure:
-    """Accuracy over the stream: each window's retraining curve laid end to end (x = window + share of its
-    iterations), methods without retraining as one point per window — BlockTrainer's Fig. (eval_result) layout."""
-    fig, ax = plt.subplots(figsize=(9, 3.4))
-    for k, method in enumerate(m for m in ORDER if m in set(rows.method)):
-        colour = f"C{k}"
-        part = curves[curves.method == method]
-        if len(part):
-            span = part.groupby("window").iteration.transform("max").clip(lower=1)
-            ax.plot(part.window + 0.9 * part.iteration / span, part.accuracy, color=colour, lw=1, label=LABELS[method])
-        else:
-            r = rows[rows.method == method]
-            ax.plot(r.window + 0.45, r.after, color=colour, lw=1, ls="--", marker=".", label=LABELS[method])
-    n = rows.window.max() + 1
-    ax.set_xticks(np.arange(n) + 0.45, [str(i) for i in range(n)], fontsize=6)
-    ax.set(
-        xlabel="window (target domain) over time",
-        ylabel="held-out accuracy",
-        title="Accuracy over the domain stream, every method at the same per-window budget",
+    """Accuracy over the stream in two panels sharing the window axis. Top: the edge models retrained in each window,
+    each window's curve drawn on its own (x = window + share of its iterations); BlockTrainer bold, the fixed
+    compressed baselines thin. Bottom: the foundation model after each window's merge vs never retrained (one point
+    per window)."""
+    present = set(rows.method)
+    n = int(rows.window.max()) + 1
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 5.2), sharex=True, sharey=True, gridspec_kw={"height_ratios": [1.6, 1]}
     )
-    ax.legend(frameon=False, fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    for ax, group in ((top, EDGE), (bottom, FOUNDATION)):
+        for method in (m for m in ORDER if m in present and m in group):
+            style = {"color": f"C{ORDER.index(method)}", "lw": 1.0, **STYLE.get(method, {})}
+            part = curves[curves.method == method].sort_values(["window", "iteration"]) if len(curves) else curves
+            if len(part):
+                span = part.groupby("window").iteration.transform("max").clip(lower=1)
+                x = part.window + 0.9 * part.iteration / span
+                # a gap between windows: each window's retraining reads as its own curve
+                breaks = part.window.ne(part.window.shift()).to_numpy()
+                xs = np.insert(x.to_numpy().astype(float), np.flatnonzero(breaks[1:]) + 1, np.nan)
+                ys = np.insert(part.accuracy.to_numpy().astype(float), np.flatnonzero(breaks[1:]) + 1, np.nan)
+                ax.plot(xs, ys, label=LABELS.get(method, method), **style)
+            else:
+                r = rows[rows.method == method].sort_values("window")
+                ax.plot(r.window + 0.45, r.after, label=LABELS.get(method, method), **style)
+        for w in range(1, n):
+            ax.axvline(w - 0.05, color="0.88", lw=0.6, zorder=0)
+        ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.set(ylabel="held-out accuracy")
+    top.set_title("Edge models, retrained in every window at the same per-window budget", fontsize=9)
+    bottom.set_title("Foundation model (fm): BlockTrainer's merged updates vs none", fontsize=9)
+    bottom.set_xticks(np.arange(n) + 0.45, [str(i) for i in range(n)], fontsize=6)
+    bottom.set(xlabel="window (target domain) over time", xlim=(-0.15, n))
+    fig.suptitle("Accuracy over the domain stream", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
@@ -90,5 +123,6 @@ def budget_figure(budget: pd.DataFrame) -> plt.Figure:
         title="Accuracy vs budget",
     )
     ax.set_xticks(sorted(set(budget.budget_factor)), [f"{f:g}×" for f in sorted(set(budget.budget_factor))])
-    ax.legend(frameon=False, fontsize=7)
+    ax.xaxis.set_minor_locator(ticker.NullLocator())  # log-axis minor labels (6×10⁻¹) collided with 0.5×
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return fig

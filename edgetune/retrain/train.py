@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
 from edgetune.models.vit import explicit_attention
+from edgetune.progress import progress
 from edgetune.retrain.kb import gate_l1, set_sparsity
 from edgetune.runs import Checkpointer, Meter, RunResult
 from edgetune.training import accuracy, autocast, draw_batch, flush_history, normalize
@@ -57,7 +57,7 @@ def train_classifier(
         teacher.to(device).eval()
     pending: list[torch.Tensor] = []
     with Meter(device) as meter:
-        for step in tqdm(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
+        for step in progress(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
             if max_sparsity is not None:
                 set_sparsity(model, _sandwich(step, max_sparsity, g))
             x, y = draw_batch(*data, batch_size, g)

@@ -322,9 +322,9 @@ class _StopAfterEpisodes(BaseCallback):
         super().__init__()
         self.env, self.episodes = env, episodes
         if progress:
-            from tqdm.auto import tqdm
+            from edgetune.progress import progress as progress_bar
 
-            self.bar = tqdm(total=episodes, desc="STRATO controller", unit="episode")
+            self.bar = progress_bar(total=episodes, desc="STRATO controller", unit="episode")
         else:
             self.bar = None
 

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from edgetune.progress import progress
 from edgetune.strato import train
 from edgetune.strato.config import PeftComparisonConfig
 from edgetune.strato.spec import MODULES
@@ -53,7 +53,7 @@ def _job(config, force: bool, threads: int) -> tuple[dict, str]:
 
 def _run_jobs(configs: list, workers: int, force: bool) -> list[tuple[dict, str]]:
     if workers <= 1 or len(configs) <= 1:
-        return [_job(c, force, 0) for c in tqdm(configs, desc="PEFT runs")]
+        return [_job(c, force, 0) for c in progress(configs, desc="PEFT runs")]
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -61,7 +61,7 @@ def _run_jobs(configs: list, workers: int, force: bool) -> list[tuple[dict, str]
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_job, c, force, threads) for c in configs]
-        return [f.result() for f in tqdm(futures, desc=f"PEFT runs ({workers} processes)")]
+        return [f.result() for f in progress(futures, desc=f"PEFT runs ({workers} processes)")]
 
 
 def _row(task: str, seed: int, method: str, m: dict, folder: str) -> dict:
@@ -106,9 +106,16 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     return table.fillna({"score_std": 0.0})
 
 
+def _all_three(efficiency: bool, accuracy: bool, stability: bool | None) -> bool | None:
+    if not (efficiency and accuracy) or stability is False:
+        return False
+    return None if stability is None else True
+
+
 def criteria(table: pd.DataFrame) -> pd.DataFrame:
     """STRATO-PEFT's own success criteria per task: parameters ≤ 0.7× LoRA or training FLOPs ≤ 0.8× LoRA; score
-    ≥ LoRA − 0.5 points; standard deviation across seeds ≤ 0.4 points (not judged, so not met, with one seed)."""
+    ≥ LoRA − 0.5 points; standard deviation across seeds ≤ 0.4 points (None, n/a, with one seed). `all_three` is
+    False once one criterion fails, None while stability is n/a and the others are met."""
     s = table[table.method == "STRATO"].set_index("task")
     lora = table[table.method == "LoRA"].set_index("task")
     out = pd.DataFrame(
@@ -122,10 +129,11 @@ def criteria(table: pd.DataFrame) -> pd.DataFrame:
             "accuracy": s.score >= lora.score - 0.5,
             "strato_std": s.score_std,
             "seeds": s.seeds,
-            "stability": (s.score_std <= 0.4) & (s.seeds >= 2),  # one seed has no spread to judge
+            # one seed has no spread to judge: n/a (None), not "not met"
+            "stability": [bool(std <= 0.4) if n >= 2 else None for std, n in zip(s.score_std, s.seeds, strict=True)],
         }
     )
-    out["all_three"] = out.efficiency & out.accuracy & out.stability
+    out["all_three"] = [_all_three(*row) for row in zip(out.efficiency, out.accuracy, out.stability, strict=True)]
     return out.reset_index()
 
 

@@ -11,6 +11,13 @@ def _per_task(values: pd.Series, fmt: str) -> str:
     return ", ".join(f"{task} {format(v, fmt)}" for task, v in values.items())
 
 
+def _stability(c: pd.DataFrame) -> bool | None:
+    """None (n/a) unless every task ran at least two seeds: one seed has no spread to judge."""
+    if len(c) == 0 or (c.seeds < 2).any():
+        return None
+    return bool(c.stability.all())
+
+
 def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controller_parameters: int) -> list[Claim]:
     c = crit.set_index("task")
     rows = [
@@ -25,6 +32,7 @@ def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controlle
             profile=profile,
             holds=bool(c.efficiency.all()),
             note="× LoRA, mean over seeds; must hold on every task",
+            figures=("score_vs_params", "score_vs_flops"),
         ),
         Claim(
             section="peft",
@@ -34,6 +42,7 @@ def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controlle
             profile=profile,
             holds=bool(c.accuracy.all()),
             note="points, mean over seeds; must hold on every task",
+            figures=("score_vs_params", "learning_curves"),
         ),
         Claim(
             section="peft",
@@ -41,8 +50,13 @@ def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controlle
             paper_value="≤ 0.4",
             reproduced_value="std " + _per_task(c.strato_std, ".2f"),
             profile=profile,
-            holds=bool(c.stability.all() and len(table.method) > 0),
-            note="sample std over the profile's seeds",
+            holds=_stability(c),
+            note="sample std over the profile's seeds"
+            + (
+                ""
+                if (c.seeds >= 2).all()
+                else f"; n/a: the profile runs {int(c.seeds.min())} seed, judging a spread needs 2"
+            ),
         ),
         Claim(
             section="peft",
@@ -51,6 +65,7 @@ def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controlle
             reproduced_value=f"{controller_parameters:,}",
             profile=profile,
             holds=bool(0 < controller_parameters <= 500_000),
+            figures=("controller_overhead",),
         ),
     ]
     for method, paper, note in (
@@ -67,6 +82,7 @@ def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controlle
                 profile=profile,
                 holds=bool(len(gaps) and (gaps > 0).all()),
                 note=f"{note}; points, mean over seeds; must hold on every task",
+                figures=("score_vs_params",),
             )
         )
     return rows

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from edgetune.progress import progress
 from edgetune.runs import Meter, RunResult, cached, load_weights, save_weights
 from edgetune.strato import sandbox, tasks
 from edgetune.strato.spec import Example
@@ -198,7 +198,7 @@ def _pretrain_loop(model, docs, *, steps: int, batch_size: int, lr: float, seed:
     g = torch.Generator().manual_seed(seed)
     model.train()
     history, window = [], []
-    for step in tqdm(range(steps), desc="pretrain LM", leave=False, mininterval=2):
+    for step in progress(range(steps), desc="pretrain LM", leave=False, mininterval=2):
         pick = torch.randint(len(ids), (batch_size,), generator=g).to(device)
         mask = labels[pick] != IGNORE  # (B, T)
         with autocast(device):

@@ -152,7 +152,7 @@ def train_adapters(model, loop: Loop) -> Trace:
     `AdaLoraModel.forward`, is part of it. With a rank schedule, every `schedule.every` steps the adapters are
     resized from their gradient utilities (after backward, before the optimizer step) and the optimizer rebuilt.
     """
-    from tqdm.auto import tqdm
+    from edgetune.progress import progress
 
     trace, g = Trace(), torch.Generator().manual_seed(loop.seed)
     reference = lm.encode(loop.train[: loop.batch_size], loop.tokenizer, loop.context)
@@ -163,7 +163,7 @@ def train_adapters(model, loop: Loop) -> Trace:
     trace.peak_trainable = sum(p.numel() for p in trainable(model))
     model.train()
     start = time.perf_counter()
-    for step in tqdm(range(loop.steps), desc="fine-tune", leave=False, disable=not loop.progress):
+    for step in progress(range(loop.steps), desc="fine-tune", leave=False, disable=not loop.progress):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, loop)
         losses = []

@@ -1,0 +1,219 @@
+"""The report of a profile's reproduction (`figures/<profile>/REPORT.md`) and the comparison of two reproductions.
+
+The report is Markdown that renders on a code host: per section its status, duration and budget verdict (from the
+newest manifest under `runs/reproductions/` that ran it), every claim with its verdict and values (from the
+profile's ledger), the figures that bear on each claim as embedded images, links to the plotted data and to the
+executed notebook, then the commit, package versions and device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgetune.claims import VERDICTS, load_ledger
+from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
+from edgetune.runs.io import write_text
+
+MARKS = {"yes": "✅ holds", "NO": "❌ does not hold", "n/a": "➖ n/a"}
+VERSIONS_SHOWN = ("python", "torch", "torchvision", "timm", "transformers", "peft", "accelerate", "numpy")
+
+
+def latest_entries(profile: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Per section, (manifest, section entry) of the newest reproduction at `profile` that ran it."""
+    folder = runs_dir() / "reproductions"
+    found: dict[str, tuple[dict, dict]] = {}
+    for path in sorted(folder.glob(f"*-{profile}.json")) if folder.is_dir() else []:
+        manifest = json.loads(path.read_text())
+        for section, entry in manifest.get("sections", {}).items():
+            if entry.get("status") != "not run":
+                found[section] = (manifest, entry)  # sorted by id (a UTC timestamp): the last one wins
+    return found
+
+
+def write_report(profile: str) -> Path:
+    """Write figures/<profile>/REPORT.md and return its path."""
+    folder = figures_dir(profile)
+    text = render(profile, folder)
+    return write_text(folder / "REPORT.md", text)
+
+
+def render(profile: str, folder: Path) -> str:
+    entries = latest_entries(profile)
+    ledger = load_ledger(profile)
+    out = [
+        f"# edgetune — {profile} profile",
+        "",
+        f"What `edgetune reproduce --profile {profile}` measured, section by section: every claim of the papers "
+        "tested here with the paper's value, the value reproduced at this profile's scale and the verdict, beside "
+        "the figures that bear on it. A claim that does not hold is reported as not holding; n/a means this "
+        "profile cannot judge it (the note says why). Regenerated on every reproduction; do not edit.",
+        "",
+        "| section | status | time | budget | claims holding | reproduction |",
+        "|---|---|---|---|---|---|",
+    ]
+    for section in SECTIONS:
+        manifest, entry = entries.get(section, ({}, {}))
+        rows = ledger[ledger.section == section]
+        out.append(
+            f"| [{section}](#{section}) | {entry.get('status', 'not run here')} | {_time(entry)} | {_budget(entry)} "
+            f"| {_holding(list(rows.holds))} | {manifest.get('id', '—')} |"
+        )
+    out += ["", *_environment(entries), ""]
+    for section in SECTIONS:
+        out += _section(section, entries.get(section, ({}, {}))[1], ledger[ledger.section == section], folder)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[str]:
+    sub = folder / section
+    figures = sorted(p.stem for p in sub.glob("*.png")) if sub.is_dir() else []
+    tables = sorted(p.stem for p in sub.glob("*.md")) if sub.is_dir() else []
+    out = [f"## {section}", ""]
+    if entry:
+        notebook = entry.get("executed_notebook", "")
+        out.append(
+            f"Status **{entry['status']}** in {_time(entry)} ({_budget(entry, long=True)}). Executed notebook: "
+            f"[`{notebook}`]({_link(notebook, folder)}) (kept under `runs/`, not tracked)."
+            + (f" Error: `{entry['error']}`" if entry.get("error") else "")
+        )
+    else:
+        out.append("Not run in this checkout yet: `edgetune reproduce --section " + section + "`.")
+    out.append("")
+    if claims.empty:
+        out += ["No claims recorded for this section at this profile.", ""]
+    shown: set[str] = set()
+    for row in claims.itertuples(index=False):
+        verdict = VERDICTS[row.holds]
+        out += [
+            f"### {MARKS[verdict]}: {row.claim}",
+            "",
+            "| paper | reproduced here |",
+            "|---|---|",
+            f"| {_cell(row.paper_value)} | {_cell(row.reproduced_value)} |",
+            "",
+        ]
+        if row.note:
+            out += [f"*{row.note}*", ""]
+        for name in [n for n in row.figures.split(";") if n]:
+            if name in figures:
+                out += [_image(section, name), ""]
+                shown.add(name)
+    rest = [n for n in figures if n not in shown]
+    if rest:
+        out += ["### Other figures", ""]
+        for name in rest:
+            out += [_image(section, name), ""]
+    if tables:
+        out += ["Tables: " + ", ".join(f"[{t}]({section}/{t}.md)" for t in tables), ""]
+    return out
+
+
+def _image(section: str, name: str) -> str:
+    return f"![{section}/{name}]({section}/{name}.png)  \n`{name}` — [plotted data]({section}/{name}.csv)"
+
+
+def _environment(entries: dict[str, tuple[dict, dict]]) -> list[str]:
+    manifests = {m["id"]: m for m, _ in entries.values()}
+    if not manifests:
+        return ["No reproduction recorded in this checkout's `runs/` yet."]
+    out = ["| reproduction | commit | device | finished | versions |", "|---|---|---|---|---|"]
+    for rid, m in sorted(manifests.items()):
+        versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if k in VERSIONS_SHOWN)
+        out.append(f"| {rid} | `{m.get('git_commit')}` | {m.get('device')} | {m.get('finished') or '—'} | {versions} |")
+    return out
+
+
+def _link(path: str, folder: Path) -> str:
+    target = Path(path) if Path(path).is_absolute() else root() / path
+    return Path(os.path.relpath(target, folder)).as_posix()
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _time(entry: dict[str, Any]) -> str:
+    return f"{entry['duration_s']:.1f} s" if entry.get("duration_s") is not None else "—"
+
+
+def _budget(entry: dict[str, Any], long: bool = False) -> str:
+    if entry.get("budget_s") is None:
+        return "no budget" if long else "—"
+    ok = entry["within_budget"]
+    if long:
+        return f"{'within' if ok else 'over'} its budget of {entry['budget_s']:.0f} s"
+    return f"{'≤' if ok else '>'} {entry['budget_s']:.0f} s"
+
+
+def _holding(holds: list) -> str:
+    judged = [h for h in holds if h is not None]
+    if not holds:
+        return "—"
+    extra = f" (+{len(holds) - len(judged)} n/a)" if len(judged) < len(holds) else ""
+    return f"{sum(judged)}/{len(judged)}{extra}"
+
+
+# ------------------------------------------------------------------------------------------ compare
+def compare(path_a: Path, path_b: Path) -> str:
+    """A Markdown account of what changed from reproduction A to B: status, time, claims, figures and tables."""
+    a, b = json.loads(Path(path_a).read_text()), json.loads(Path(path_b).read_text())
+    out = [
+        f"# {a['id']} → {b['id']}",
+        "",
+        f"commit `{a.get('git_commit')}` → `{b.get('git_commit')}`",
+        "",
+        "| section | status | time | changed files | changed claims |",
+        "|---|---|---|---|---|",
+    ]
+    details: list[str] = []
+    for section in SECTIONS:
+        ea, eb = a["sections"].get(section), b["sections"].get(section)
+        if not ea and not eb:
+            continue
+        ea, eb = ea or {}, eb or {}
+        files = _file_changes(ea.get("files", {}), eb.get("files", {}))
+        claims = _claim_changes(ea.get("claims", []), eb.get("claims", []))
+        out.append(
+            f"| {section} | {ea.get('status', '—')} → {eb.get('status', '—')} | {_time(ea)} → {_time(eb)}"
+            f"{_ratio(ea, eb)} | {len(files)} | {len(claims)} |"
+        )
+        if files or claims:
+            details += [f"## {section}", "", *[f"- {c}" for c in claims], *[f"- {f}" for f in files], ""]
+    for key in sorted(set(a.get("versions", {})) | set(b.get("versions", {}))):
+        va, vb = a.get("versions", {}).get(key), b.get("versions", {}).get(key)
+        if va != vb:
+            details.append(f"- version of {key}: {va} → {vb}")
+    if a.get("device") != b.get("device"):
+        details.append(f"- device: {a.get('device')} → {b.get('device')}")
+    return "\n".join(out + [""] + (details or ["Nothing else changed."])).rstrip() + "\n"
+
+
+def _ratio(ea: dict, eb: dict) -> str:
+    ta, tb = ea.get("duration_s"), eb.get("duration_s")
+    return f" (×{tb / ta:.2f})" if ta and tb else ""
+
+
+def _file_changes(fa: dict[str, str], fb: dict[str, str]) -> list[str]:
+    changed = [f"`{n}` changed" for n in sorted(set(fa) & set(fb)) if fa[n] != fb[n]]
+    return (
+        changed
+        + [f"`{n}` added" for n in sorted(set(fb) - set(fa))]
+        + [f"`{n}` removed" for n in sorted(set(fa) - set(fb))]
+    )
+
+
+def _claim_changes(ca: list[dict], cb: list[dict]) -> list[str]:
+    before, after = {c["claim"]: c for c in ca}, {c["claim"]: c for c in cb}
+    out = []
+    for claim in sorted(set(before) | set(after)):
+        x, y = before.get(claim), after.get(claim)
+        if x is None or y is None:
+            out.append(f"claim {'added' if x is None else 'removed'}: {claim}")
+            continue
+        vx, vy = VERDICTS[x["holds"]], VERDICTS[y["holds"]]
+        if vx != vy or x["reproduced_value"] != y["reproduced_value"]:
+            out.append(f"{claim}: {vx} → {vy}; {x['reproduced_value']} → {y['reproduced_value']}")
+    return out
