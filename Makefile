@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 CI_DIR := runs/ci
 CI_ENV := EDGETUNE_FIGURES=$(CURDIR)/$(CI_DIR)/figures EDGETUNE_RUNS=$(CURDIR)/$(CI_DIR)/runs
+CI_CLI_ENV := EDGETUNE_CI_FIGURES=$(CURDIR)/$(CI_DIR)/figures EDGETUNE_CI_RUNS=$(CURDIR)/$(CI_DIR)/runs
 
 .PHONY: reproduce test unit notebooks browser-deps lint format benchmarks lab clean
 
@@ -39,7 +40,7 @@ notebooks: $(STAMP) browser-deps
 	done
 	$(CI_ENV) $(BIN)/pytest -q -p no:cacheprovider --nbval-lax --nbval-kernel-name edgetune \
 	  --nbval-cell-timeout=600 $(CI_DIR)
-	$(CI_ENV) $(BIN)/pytest -q -m notebook tests
+	$(CI_CLI_ENV) $(BIN)/pytest -q -m notebook tests
 
 # Debian's Chromium and ChromeDriver for the browser test (root and apt-get needed; otherwise that test skips and
 # says why).

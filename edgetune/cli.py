@@ -169,7 +169,7 @@ def _try(kind: str, raw: str) -> Any:
 
 
 def _sequence(kind: str, raw: str) -> Any:
-    """`[42,43]` or `42,43` as a list (tuple) whose items match the declared item type, e.g. `list[int]`."""
+    """`[42,43]` or `42,43` as a list (tuple) of scalars that match the declared item type, e.g. `list[int]`."""
     text = raw if raw.startswith(("[", "(")) else f"[{raw}]"
     try:
         value = ast.literal_eval(text)  # literals only: never evaluates code
@@ -178,7 +178,7 @@ def _sequence(kind: str, raw: str) -> Any:
     if not isinstance(value, list | tuple):
         return _NO
     item = _base(kind[kind.index("[") + 1 : -1]) if "[" in kind else ""
-    accepted = {"int": int, "float": int | float, "str": str, "bool": bool}.get(item, object)
+    accepted = {"int": int, "float": int | float, "str": str, "bool": bool}.get(item, int | float | str | bool)
     if any(not isinstance(v, accepted) or (item in ("int", "float") and isinstance(v, bool)) for v in value):
         return _NO
     return tuple(value) if _base(kind) == "tuple" else list(value)

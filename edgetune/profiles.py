@@ -14,7 +14,7 @@ C = TypeVar("C")
 
 
 def budget_s(section: str, profile: str) -> float | None:
-    """The wall-time budget of a section's notebook under a profile (DESIGN.md), or None where none is set.
+    """The wall-time budget of a section's notebook under a profile (docs/index.md#profiles), or None where none is set.
 
     smoke and default are budgets on 2 CPU cores, gpu on one H100; the paper profile has none.
     """

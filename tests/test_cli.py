@@ -18,6 +18,11 @@ from edgetune.cli import UsageError, convert, main, parse_assignment
         ("false", "bool", False),
         ("cpu", "Optional[str]", "cpu"),
         ("3", "str", "3"),
+        ("[42,43]", "Optional[list]", [42, 43]),
+        ("42,43", "Optional[list]", [42, 43]),
+        ("[1, 2]", "list[int] | None", [1, 2]),
+        ("(0.5, 1)", "tuple[float]", (0.5, 1)),
+        ("['a', 'b']", "list[str]", ["a", "b"]),
     ],
 )
 def test_convert_follows_the_declared_type(raw, type_name, value):
@@ -25,7 +30,18 @@ def test_convert_follows_the_declared_type(raw, type_name, value):
     assert out == value and type(out) is type(value)
 
 
-@pytest.mark.parametrize(("raw", "type_name"), [("abc", "Optional[int]"), ("1.5", "int"), ("yes", "bool")])
+@pytest.mark.parametrize(
+    ("raw", "type_name"),
+    [
+        ("abc", "Optional[int]"),
+        ("1.5", "int"),
+        ("yes", "bool"),
+        ("[1, 'x']", "list[int]"),
+        ("[True]", "list[int]"),
+        ("[__import__('os').system('true')]", "Optional[list]"),
+        ("{1: 2}", "list"),
+    ],
+)
 def test_convert_rejects_the_wrong_type(raw, type_name):
     with pytest.raises(UsageError, match=f"parameter 'p' expects {type_name.replace('[', '.').replace(']', '.')}"):
         convert("p", raw, type_name)
@@ -40,7 +56,7 @@ def test_parse_assignment():
 def _notebook(path, body):
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "kernelspec": {"name": "edgetune", "display_name": "Python (edgetune)", "language": "python"},
         "language_info": {"name": "python"},
     }
     params = nbformat.v4.new_code_cell(
@@ -72,17 +88,68 @@ def test_unknown_or_ill_typed_parameter_exits_2(project, capsys):
     assert exit_info.value.code == 2
 
 
-def test_reproduce_runs_a_notebook_and_writes_the_manifest(project, capsys):
-    _notebook(project / "notebooks" / cli.NOTEBOOKS["motivation"], "assert steps == 4 and profile == 'smoke'")
+def _manifests(runs):
+    return [json.loads(p.read_text()) for p in sorted((runs / "reproductions").glob("*.json"))]
+
+
+CLAIM_CELL = (
+    "from edgetune import claims\n"
+    "claims.record([claims.Claim('motivation', 'c1', 'p', f'{steps}', profile, steps < 5, figures=('f',)),\n"
+    "               claims.Claim('motivation', 'c2', 'p', 'r', profile, None, note='needs two seeds')])"
+)
+
+
+def test_reproduce_runs_a_notebook_and_writes_manifest_report_and_summary(project, capsys):
+    _notebook(
+        project / "notebooks" / cli.NOTEBOOKS["motivation"], "assert steps == 4 and profile == 'smoke'\n" + CLAIM_CELL
+    )
     assert main(["reproduce", "--profile", "smoke", "-p", "steps=4"]) == 0
-    manifest = json.loads((project / "runs" / "manifest.json").read_text())
+    (manifest,) = _manifests(project / "runs")
+    assert manifest["id"].endswith("-smoke") and manifest["profile"] == "smoke" and manifest["finished"]
     entry = manifest["sections"]["motivation"]
     assert entry["status"] == "ok" and entry["parameters"] == {"profile": "smoke", "force": False, "steps": 4}
-    assert entry["executed_notebook"] == "runs/notebooks/01_motivation.ipynb" and entry["duration_s"] > 0
+    assert entry["executed_notebook"] == "runs/notebooks/smoke/01_motivation.ipynb" and entry["duration_s"] > 0
     assert entry["budget_s"] == 60 and entry["within_budget"] is True
+    assert [c["holds"] for c in entry["claims"]] == [True, None] and entry["files"].keys() == set()
     assert {"torch", "timm", "papermill"} <= set(manifest["versions"]) and "device" in manifest
-    assert (project / "runs" / "notebooks" / "01_motivation.ipynb").exists()
-    assert "skipping customization" in capsys.readouterr().err
+    assert (project / "runs" / "notebooks" / "smoke" / "01_motivation.ipynb").exists()
+    out, err = capsys.readouterr()
+    assert "skipping customization" in err and "[1/1] motivation (smoke profile)" in err
+    summary = out.splitlines()
+    assert any(line.split()[:3] == ["motivation", "ok", entry_time(entry)] for line in summary), out
+    assert any(line.endswith("1/1 (+1 n/a)") for line in summary), out
+    assert "report:   figures/smoke/REPORT.md" in out
+    report = (project / "figures" / "smoke" / "REPORT.md").read_text()
+    assert "| [motivation](#motivation) | ok |" in report and "| 1/1 (+1 n/a) |" in report
+    assert "### ✅ holds: c1" in report and "### ➖ n/a: c2" in report and "*needs two seeds*" in report
+    assert "[`runs/notebooks/smoke/01_motivation.ipynb`](../../runs/notebooks/smoke/01_motivation.ipynb)" in report
+    assert "| [customization](#customization) | not run here |" in report
+    assert not (project / "figures" / "default").exists(), "a smoke run writes nothing for another profile"
+
+
+def entry_time(entry):
+    return f"{entry['duration_s']:.1f}"
+
+
+def test_compare_shows_what_changed_between_two_reproductions(project, capsys):
+    nb = project / "notebooks" / cli.NOTEBOOKS["motivation"]
+    _notebook(
+        nb,
+        CLAIM_CELL + "\nfrom edgetune.paths import figures_dir\n"
+        "(figures_dir(profile, 'motivation') / 'f.csv').write_text(str(steps))",
+    )
+    assert main(["reproduce", "--profile", "smoke"]) == 0
+    assert main(["reproduce", "--profile", "smoke", "-p", "steps=7"]) == 0
+    first, second = _manifests(project / "runs")
+    assert first["sections"]["motivation"]["files"] != second["sections"]["motivation"]["files"]
+    capsys.readouterr()
+    assert main(["compare"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"# {first['id']} → {second['id']}")
+    assert "| motivation | ok → ok |" in text and "| 1 | 1 |" in text
+    assert "- c1: yes → NO; 3 → 7" in text and "- `f.csv` changed" in text
+    assert main(["compare", first["id"], "nope"]) == 2
+    assert "no reproduction 'nope'" in capsys.readouterr().err
 
 
 def test_a_failing_cell_is_printed_and_exits_1(project, capsys):
@@ -92,14 +159,34 @@ def test_a_failing_cell_is_printed_and_exits_1(project, capsys):
     assert main(["reproduce", "--section", "motivation"]) == 1
     err = capsys.readouterr().err
     assert "motivation failed in cell" in err and "raise ValueError(f'boom {value}')" in err
-    assert "ValueError: boom 4" in err and str(project / "runs" / "notebooks" / "01_motivation.ipynb") in err
-    manifest = json.loads((project / "runs" / "manifest.json").read_text())
+    assert (
+        "ValueError: boom 4" in err and str(project / "runs" / "notebooks" / "default" / "01_motivation.ipynb") in err
+    )
+    (manifest,) = _manifests(project / "runs")
     assert manifest["sections"]["motivation"]["status"] == "failed"
+    assert "| [motivation](#motivation) | failed |" in (project / "figures" / "default" / "REPORT.md").read_text()
 
 
-def test_claims_command_prints_the_ledger(capsys):
+def test_claims_command_filters_the_ledger(capsys):
+    from edgetune.claims import Claim, record
+
     assert main(["claims"]) == 0
-    assert "ledger is empty" in capsys.readouterr().out
+    assert "No claims match in figures/default/claims.csv" in capsys.readouterr().out
+    record([Claim("motivation", "m" * 80, "p", "r", "smoke", True), Claim("peft", "q", "p", "r", "smoke", False)])
+    assert main(["claims", "--profile", "smoke", "--verdict", "NO"]) == 0
+    out = capsys.readouterr().out
+    assert "| peft | q |" in out and "| motivation |" not in out
+    assert main(["claims", "--profile", "smoke", "--section", "motivation"]) == 0
+    out = capsys.readouterr().out
+    assert "m" * 59 + "…" in out and "m" * 60 not in out and "| peft |" not in out
+    assert main(["claims", "--profile", "smoke", "--section", "motivation", "--full"]) == 0
+    assert "m" * 80 in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("edgetune 0.1")
 
 
 def test_manifest_handles_a_runs_folder_outside_the_project(project, tmp_path_factory, monkeypatch):
@@ -107,6 +194,6 @@ def test_manifest_handles_a_runs_folder_outside_the_project(project, tmp_path_fa
     monkeypatch.setenv("EDGETUNE_RUNS", str(elsewhere))
     _notebook(project / "notebooks" / cli.NOTEBOOKS["motivation"], "x = 1")
     assert main(["reproduce", "--section", "motivation"]) == 0
-    entry = json.loads((elsewhere / "manifest.json").read_text())["sections"]["motivation"]
-    assert entry["executed_notebook"] == str(elsewhere / "notebooks" / "01_motivation.ipynb")
+    entry = _manifests(elsewhere)[0]["sections"]["motivation"]
+    assert entry["executed_notebook"] == str(elsewhere / "notebooks" / "default" / "01_motivation.ipynb")
     assert entry["notebook"] == "notebooks/01_motivation.ipynb"

@@ -186,9 +186,9 @@ def test_pareto_front_grid_keeps_the_point_nearest_the_ideal_per_cell():
     assert pareto_front_grid(objectives).tolist() == [0, 2]
 
 
-# ACME's re-run of eval_PFG.py (acme.md §5.1, §8 item 6): (width, depth, acc, size, energy, trade-off). The
-# published trade-offs are rounded to 4 decimals. "random" is the re-run row; the plotting script's hard-coded
-# random row (0.753609 / 0.74375 / 0.6818) is not reproducible from the code.
+# ACME's re-run of eval_PFG.py (docs/acme.md#edge-backbone-selection-pfg): (width, depth, acc, size, energy,
+# trade-off). The published trade-offs are rounded to 4 decimals. "random" is the re-run row; the plotting script's
+# hard-coded random row (0.753609 / 0.74375 / 0.6818) is not reproducible from the code.
 ACME_SELECTIONS = {
     "pfg": (18 / 19, 14 / 19, 0.895977, 0.666729, 0.568546, 0.2783),
     "highest_accuracy": (18 / 19, 15 / 19, 0.915464, 0.750042, 0.649021, 0.2159),

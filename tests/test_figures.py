@@ -1,11 +1,14 @@
+import os
+import stat
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from edgetune import claims
 from edgetune.claims import Claim
-from edgetune.figures import markdown_table, save_figure, set_theme, write_table
-from edgetune.paths import figures_dir
+from edgetune.figures import SectionOutputs, config_table, markdown_table, save_figure, set_theme, write_table
+from edgetune.paths import figures_dir, runs_dir
 
 
 def _figure(data):
@@ -18,13 +21,13 @@ def _figure(data):
 
 def test_saved_figures_are_byte_stable_with_their_data(tmp_path):
     data = pd.DataFrame({"x": [1, 2, 3], "y": [0.5, 0.25, 0.125]})
-    first = save_figure(_figure(data), "motivation", "demo", data, formats=("png", "svg", "pdf"))
+    first = save_figure(_figure(data), "motivation", "demo", data, formats=("png", "svg", "pdf"), profile="smoke")
     blobs = {ext: (first.parent / f"demo.{ext}").read_bytes() for ext in ("png", "svg", "pdf")}
     plt.close("all")
-    save_figure(_figure(data), "motivation", "demo", data, formats=("png", "svg", "pdf"))
+    save_figure(_figure(data), "motivation", "demo", data, formats=("png", "svg", "pdf"), profile="smoke")
     for ext, blob in blobs.items():
         assert (first.parent / f"demo.{ext}").read_bytes() == blob, ext
-    assert first == figures_dir("motivation") / "demo.png" and str(tmp_path) in str(first)
+    assert first == tmp_path / "figures" / "smoke" / "motivation" / "demo.png"
     assert blobs["png"].startswith(b"\x89PNG") and b"Matplotlib version" not in blobs["png"]
     assert (first.parent / "demo.csv").read_text() == "x,y\n1,0.5\n2,0.25\n3,0.125\n"
 
@@ -32,41 +35,86 @@ def test_saved_figures_are_byte_stable_with_their_data(tmp_path):
 def test_save_figure_rejects_bad_input():
     fig = _figure(pd.DataFrame({"x": [1], "y": [1]}))
     with pytest.raises(ValueError, match="non-empty DataFrame"):
-        save_figure(fig, "motivation", "x", pd.DataFrame())
+        save_figure(fig, "motivation", "x", pd.DataFrame(), profile="smoke")
     with pytest.raises(ValueError, match=r"formats \['jpg'\] not supported"):
-        save_figure(fig, "motivation", "x", pd.DataFrame({"a": [1]}), formats=("jpg",))
+        save_figure(fig, "motivation", "x", pd.DataFrame({"a": [1]}), formats=("jpg",), profile="smoke")
     with pytest.raises(ValueError, match="unknown section 'nope'"):
-        save_figure(fig, "nope", "x", pd.DataFrame({"a": [1]}))
+        save_figure(fig, "nope", "x", pd.DataFrame({"a": [1]}), profile="smoke")
+    with pytest.raises(ValueError, match="unknown profile 'huge'; expected one of smoke, default, gpu, paper"):
+        SectionOutputs("motivation", "huge")
 
 
 def test_tables_as_csv_and_markdown():
     df = pd.DataFrame({"model": ["a|b", "c"], "acc": [0.912345, 1.0]})
-    md = write_table(df, "motivation", "t")
+    md = write_table(df, "motivation", "t", profile="smoke")
     assert md.read_text() == "| model | acc |\n|---|---|\n| a\\|b | 0.9123 |\n| c | 1 |\n"
     assert (md.parent / "t.csv").read_text() == "model,acc\na|b,0.912345\nc,1\n"
     assert markdown_table(df, ".2f").splitlines()[2] == "| a\\|b | 0.91 |"
 
 
-def _claim(claim="c1", value="0.5", holds=True, profile="smoke", section="motivation"):
-    return Claim(section, claim, "paper", value, profile, holds)
+def _claim(claim="c1", value="0.5", holds=True, profile="smoke", section="motivation", note="", figures=()):
+    return Claim(section, claim, "paper", value, profile, holds, note, figures)
 
 
-def test_claims_ledger_upserts_by_section_claim_profile():
-    claims.record([_claim("c1"), _claim("c2", holds=False)])
-    claims.record([_claim("c1", "0.7"), _claim("c1", profile="default")])
-    ledger = claims.load_ledger()
-    assert len(ledger) == 3
-    row = ledger[(ledger.claim == "c1") & (ledger.profile == "smoke")].iloc[0]
-    assert row.reproduced_value == "0.7" and bool(row.holds)
-    assert ledger.holds.tolist().count(False) == 1
-    md = (figures_dir() / "claims.md").read_text()
-    assert md.startswith("# Claims ledger") and md.count("| NO |") == 1 and md.count("| yes |") == 2
-    assert "section,claim,paper_value,reproduced_value,profile,holds,note" in (figures_dir() / "claims.csv").read_text()
+def test_each_profile_keeps_its_own_ledger():
+    claims.record([_claim("c1"), _claim("c2", holds=False), _claim("c3", holds=None, note="one seed")])
+    claims.record([_claim("c1", "0.7", figures=("a", "b"))])
+    claims.record([_claim("c1", "0.9", profile="default")])
+    ledger = claims.load_ledger("smoke")
+    assert ledger.claim.tolist() == ["c1", "c2", "c3"] and ledger.holds.tolist() == [True, False, None]
+    assert ledger.reproduced_value.tolist()[0] == "0.7" and ledger.figures.tolist() == ["a;b", "", ""]
+    assert claims.load_ledger("default").reproduced_value.tolist() == ["0.9"]
+    md = (figures_dir("smoke") / "claims.md").read_text()
+    assert md.startswith("# Claims ledger (smoke profile)")
+    assert (md.count("| yes |"), md.count("| NO |"), md.count("| n/a |")) == (1, 1, 1)
+    csv = (figures_dir("smoke") / "claims.csv").read_text().splitlines()
+    assert csv[0] == "section,claim,paper_value,reproduced_value,profile,holds,note,figures"
+    assert csv[3] == "motivation,c3,paper,0.5,smoke,,one seed,"
+    with pytest.raises(ValueError, match="one profile at a time, got \\['default', 'smoke'\\]"):
+        claims.record([_claim("c1"), _claim("c1", profile="default")])
 
 
 def test_claim_validation():
     with pytest.raises(ValueError, match="Claim.section='bogus'"):
         _claim(section="bogus")
-    with pytest.raises(TypeError, match="Claim.holds must be a bool, got str"):
+    with pytest.raises(ValueError, match="Claim.profile='tiny'"):
+        _claim(profile="tiny")
+    with pytest.raises(TypeError, match="Claim.holds must be a bool or None, got str"):
         Claim("motivation", "c", "p", "r", "smoke", "yes")
-    assert claims.format_ledger().startswith("The claims ledger is empty")
+    with pytest.raises(ValueError, match="is n/a: its note must say why"):
+        _claim(holds=None)
+    assert claims.format_ledger(claims.load_ledger("smoke")).startswith("The claims ledger is empty")
+
+
+def test_a_corrupt_ledger_verdict_is_refused():
+    path = figures_dir("smoke") / "claims.csv"
+    path.write_text(
+        "section,claim,paper_value,reproduced_value,profile,holds,note,figures\nmotivation,c,p,r,smoke,maybe,,\n"
+    )
+    with pytest.raises(ValueError, match="column 'holds' has \\['maybe'\\]; expected True, False or empty"):
+        claims.load_ledger("smoke")
+
+
+def test_outputs_are_written_with_ordinary_permissions():
+    out = SectionOutputs("motivation", "smoke")
+    data = pd.DataFrame({"x": [1, 2], "y": [3, 4]})
+    paths = [out.figure(_figure(data), "f", data), out.table(data, "t"), out.host_table(data, "timing")]
+    claims.record([_claim()])
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [*paths, paths[0].with_suffix(".csv"), figures_dir("smoke") / "claims.csv"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert paths[2] == runs_dir() / "host" / "smoke" / "motivation" / "timing.md"
+    assert not (out.folder / "timing.csv").exists(), "host timings stay out of figures/"
+
+
+def test_config_table_is_compact():
+    from edgetune import motivation
+
+    cfg = motivation.config("smoke")
+    text = config_table(cfg).data
+    lines = text.splitlines()
+    assert lines[0] == "**MotivationConfig**" and lines[2].startswith("| parameter | value |")
+    rows = len(lines) - 4
+    assert rows == -(-len(cfg.__dataclass_fields__) // 3) and max(map(len, lines)) < 400
+    assert "| train_steps |" in text or " train_steps " in text

@@ -10,7 +10,8 @@ from edgetune.motivation.train import EarlyExitViT
 
 
 def test_energy_model_reproduces_acmes_ratios():
-    # reference/acme.md §7: ratios [0.04, 0.09, ..., 1.00] from ACME's calculate_motiv_energy.py at depth 12
+    # ratios [0.04, 0.09, ..., 1.00] from ACME's calculate_motiv_energy.py at depth 12
+    # (docs/motivation.md#depth-accuracy-and-energy)
     ratios = [round(energy_ratio(d, 12), 2) for d in range(1, 13)]
     assert ratios == [0.04, 0.09, 0.15, 0.22, 0.29, 0.37, 0.46, 0.55, 0.65, 0.76, 0.88, 1.00]
 

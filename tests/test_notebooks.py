@@ -29,7 +29,7 @@ def test_every_present_notebook_belongs_to_a_section():
 @pytest.mark.parametrize("path", PRESENT, ids=lambda p: p.name)
 def test_notebook_is_stripped_and_parameterized(path):
     nb = nbformat.read(path, as_version=4)
-    assert nb.metadata.kernelspec.name == "python3" and nb.metadata.language_info.name == "python"
+    assert nb.metadata.kernelspec.name == "edgetune" and nb.metadata.language_info.name == "python"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks with outputs stripped"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

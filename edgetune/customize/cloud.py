@@ -2,7 +2,7 @@
 DynaViTw (every width, every step) and DynaViT (every width × depth, every step) — by distillation from the
 fine-tuned model (soft cross-entropy on logits + 0.1 × MSE on hidden states).
 
-Departures from the original code (reference/acme.md §4), deliberate:
+Departures from the original code (docs/acme.md#departures-from-the-original), deliberate:
 * the launch script's phase-name bug made the shipped DynaViTw train with plain CE and no rewiring; here the
   intended algorithm runs (rewiring, distillation);
 * the original DynaViT stage loaded a teacher and never used it; here it distils too (student block j is matched

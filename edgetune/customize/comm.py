@@ -2,9 +2,9 @@
 its bytes as it is sent.
 
 ACME (ICDCS 2025) claims that its data transmission is 6% of a centralized system's, but its code has no networking
-and counts no bytes (reference/acme.md §1, §2). Here the three tiers are simulated in one process. Bytes are counted
-at the moment of sending, from the payload actually handed over, and are not estimated afterwards. A centralized
-system would instead upload every device's raw training data (`centralized_bytes`).
+and counts no bytes (docs/acme.md#communication-accounting). Here the three tiers are simulated in one process.
+Bytes are counted at the moment of sending, from the payload actually handed over, and are not estimated
+afterwards. A centralized system would instead upload every device's raw training data (`centralized_bytes`).
 
 Tiers are named "cloud", "edge" and "device:<k>". Traffic towards the devices is "down" and traffic towards the
 cloud is "up". There are no lateral links: device to device, or a tier to itself, is refused.

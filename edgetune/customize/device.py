@@ -1,5 +1,5 @@
 """ACME's device stage: fine-grained personalization of the header by Taylor channel pruning with importances
-aggregated at the edge (ACME, ICDCS 2025; reference/acme.md §6, code `src/third_part/`).
+aggregated at the edge (ACME, ICDCS 2025; docs/acme.md#device-personalized-pruning; original code `src/third_part/`).
 
 Each round, each device trains its own header locally and accumulates the first-order Taylor importance of every
 gated header channel (Molchanov et al., CVPR 2019, "method 22"). The device sends the importance up to the edge.
@@ -267,8 +267,8 @@ def similarity_weights(stats: list[torch.Tensor], metric: str, *, temperature: f
 
     temperature = 1 is ACME. Since S lies in (0, 1], W can then be at most e ≈ 2.7 times uniform. ACME's
     10-client W had rows between 0.085 and 0.121 (EMD) and between 0.0999 and 0.1002 (JS), which is nearly
-    FedAvg (reference/acme.md §8 item 8). A small temperature (ACME's heatmap scaled S by 50, i.e. T = 0.02)
-    makes W concentrate on similar devices.
+    FedAvg (docs/acme.md#device-personalized-pruning). A small temperature (ACME's heatmap scaled S by 50, i.e.
+    T = 0.02) makes W concentrate on similar devices.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

@@ -1,6 +1,7 @@
-"""ACME's edge stage (Dai et al., ICDCS 2025; reference/acme.md §5): pick the sub-backbone (width, depth) by
-"PFG", the Pareto-Front-Grid, under a model-size constraint (`src/eval_PFG.py`), then search a CNN header on its
-tokens with ENAS micro search (`src/train_search.py`, `micro_controller.py`, `micro_child.py`).
+"""ACME's edge stage (Dai et al., ICDCS 2025; docs/acme.md#edge-backbone-selection-pfg and #edge-header-search):
+pick the sub-backbone (width, depth) by "PFG", the Pareto-Front-Grid, under a model-size constraint
+(`src/eval_PFG.py`), then search a CNN header on its tokens with ENAS micro search (`src/train_search.py`,
+`micro_controller.py`, `micro_child.py`).
 
 Departures from the original code, deliberate:
 * the header search has a parameter budget (`max_params`), absent in ACME: the controller's samples are drawn
@@ -23,7 +24,7 @@ from torch import nn
 
 from edgetune.customize.heads import OPS, CellArch, SharedCellHeader, header_params
 
-# ---------------------------------------------------------------------------------------------- PFG data (§4.4)
+# ------------------------------------------------------------------ PFG data (docs/acme.md#edge-backbone-selection-pfg)
 # ACME's measured accuracy of the DynaViT sub-backbones with a linear CLS head, keyed (width, depth) here;
 # `eval_PFG.py` lists the same 16 points as (depth, width, accuracy).
 ACME_LINEAR_ACCURACY: dict[tuple[float, float], float] = {
@@ -39,7 +40,7 @@ def acme_size_proxy(width: float, depth: float) -> float:
     return int(12 * width) * 768 + int(12 * depth) * 3_060_000
 
 
-# ---------------------------------------------------------------------------------------------- PFG models (§5.1)
+# ---------------------------------------------------------------- PFG models (docs/acme.md#edge-backbone-selection-pfg)
 def quadratic_features(width: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """(..., 6) degree-2 monomials of (w, d): 1, w, d, w², w·d, d² (sklearn's PolynomialFeatures(2))."""
     return np.stack([np.ones_like(width), width, depth, width * width, width * depth, depth * depth], axis=-1)
@@ -227,8 +228,8 @@ def select_backbone(
     energy: EnergyModel | None = None,
     cells: int = 10,
 ) -> BackboneChoice:
-    """ACME's backbone selection (acme.md §5.1): fit the accuracy surface to measured `{(w, d): acc}`, model size
-    and energy over the widths × depths grid, and pick by `method`:
+    """ACME's backbone selection (docs/acme.md#edge-backbone-selection-pfg): fit the accuracy surface to measured
+    `{(w, d): acc}`, model size and energy over the widths × depths grid, and pick by `method`:
 
     "pfg": the most accurate point of the Pareto-Front-Grid (K = `cells` per objective over accuracy, latency and
     energy) within the size constraint; "highest_accuracy", "largest" (normalized size) and "random": ACME's
@@ -248,7 +249,7 @@ def select_backbone(
     )  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------- controller (§5.2)
+# ------------------------------------------------------------------------- controller (docs/acme.md#edge-header-search)
 def draw_choice(logits: torch.Tensor, generator, forced: int | None = None) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Sample one index from (1, n) logits, or take `forced`: (index, its log-probability, the entropy, detached)."""
     log_p = F.log_softmax(logits, dim=-1)  # (1, n)
@@ -419,8 +420,8 @@ def search_header(
     final_candidates: int = 20,
     progress: bool = True,
 ) -> SearchResult:
-    """ACME's ENAS header search (acme.md §5.2) on features (B, N, C) of a frozen sub-backbone, under a parameter
-    budget.
+    """ACME's ENAS header search (docs/acme.md#edge-header-search) on features (B, N, C) of a frozen sub-backbone,
+    under a parameter budget.
 
     Each step: `child_batches` minibatches of child training (SGD, momentum 0.9, weight decay 1e-4, cosine lr from
     `child_lr`, grad-norm clip 5), each on a DAG sampled from the controller; then one REINFORCE update of the

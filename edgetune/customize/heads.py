@@ -1,16 +1,18 @@
 """Headers for a frozen ViT sub-backbone: ACME's hand-made baselines and its searchable ENAS cell header.
 
 ACME (Dai et al., ICDCS 2025), edge stage: the cloud ships a (width, depth) sub-backbone, the edge searches a small
-CNN "header" on top of its tokens (acme.md §5.2), and devices prune the header's channels (§6). Every header maps
-features (B, N, C), N = 1 + g·g (CLS first, then the g×g patch grid row-major, as timm's `forward_features` emits
-them), to logits (B, num_classes) and is built as `Head(embed_dim, grid, num_classes, ...)`.
+CNN "header" on top of its tokens (docs/acme.md#edge-header-search), and devices prune the header's channels
+(docs/acme.md#device-personalized-pruning). Every header maps features (B, N, C), N = 1 + g·g (CLS first, then the
+g×g patch grid row-major, as timm's `forward_features` emits them), to logits (B, num_classes) and is built as
+`Head(embed_dim, grid, num_classes, ...)`.
 
 Headers whose channels devices may prune expose `channel_gates()`: 1-D parameters of ones multiplied into the
 channel activations (a 0 removes the channel); they take gradients for Taylor importance, but are masks rather than
 weights, so `count_parameters` and `header_params` leave them out.
 
-The file reads: token helpers, the four baselines (§5.3), the cell search space and its op modules, the standalone
-`CellHeader`, the weight-sharing `SharedCellHeader` with extraction, and parameter counting.
+The file reads: token helpers, the four baselines (docs/acme.md#hand-made-headers), the cell search space and its
+op modules, the standalone `CellHeader`, the weight-sharing `SharedCellHeader` with extraction, and parameter
+counting.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def patch_grid(features: torch.Tensor, grid: int) -> torch.Tensor:
     return features[:, 1:].transpose(1, 2).reshape(b, c, grid, grid)  # (B, C, g, g)
 
 
-# ---------------------------------------------------------------------------------------------- baselines (§5.3)
+# --------------------------------------------------------------------------- baselines (docs/acme.md#hand-made-headers)
 class LinearHead(nn.Module):
     """ACME's "Linear-EE" (`ViTWithLinear`): CLS token → Linear."""
 
@@ -115,7 +117,7 @@ class CNNProjectionHead(nn.Module):
         return self.fc(x.flatten(1))  # (B, K)
 
 
-# ---------------------------------------------------------------------------------------------- search space (§5.2)
+# ----------------------------------------------------------------------- search space (docs/acme.md#edge-header-search)
 # ENAS micro ops, in ACME's index order: separable 3×3, 5×5, average pool, max pool, separable "1×1", identity.
 OPS = ("sep3", "sep5", "avg3", "max3", "sep1", "identity")
 SEP_KERNEL = {"sep3": 3, "sep5": 5, "sep1": 1}
@@ -255,7 +257,7 @@ class CellLayer(nn.Module):
 
 
 class CellHeader(nn.Module):
-    """ACME's searched header (`ENASCNN` with a fixed DAG), acme.md §5.2.
+    """ACME's searched header (`ENASCNN` with a fixed DAG), docs/acme.md#edge-header-search.
 
     Patch grid (B, C, g, g) → stem 1×1 conv to `channels` + BN → `layers` layers of the same cell → ReLU → global
     average pool → dropout → Linear. A gate of `channels` ones follows the stem and every layer. As in ACME: CLS

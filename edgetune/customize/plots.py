@@ -35,7 +35,8 @@ def header_figure(comparison: pd.DataFrame) -> plt.Figure:
 
 
 def pfg_figure(selection: pd.DataFrame) -> plt.Figure:
-    """Backbone selectors compared on predicted accuracy, normalized size and energy, time and trade-off."""
+    """Backbone selectors compared on predicted accuracy, normalized size and energy, trade-off and, where the
+    table has it, selection time (the notebook leaves the host's timing out of the tracked figure)."""
     metrics = [
         ("accuracy", "predicted accuracy"),
         ("size", "normalized size"),
@@ -43,6 +44,7 @@ def pfg_figure(selection: pd.DataFrame) -> plt.Figure:
         ("seconds", "selection time (s)"),
         ("tradeoff", "trade-off acc − ½(size + energy)"),
     ]
+    metrics = [(column, label) for column, label in metrics if column in selection.columns]
     fig, axes = plt.subplots(1, len(metrics), figsize=(13, 2.8))
     for ax, (column, label) in zip(axes, metrics, strict=True):
         ax.bar(selection.method, selection[column], color=[f"C{i}" for i in range(len(selection))])

@@ -1,7 +1,7 @@
 """Non-IID device splits: ACME's label-group settings (IID, C2, C3, C4) and Dirichlet(α) label skew.
 
-ACME (reference/acme.md §6) splits CIFAR-100's classes into four disjoint quarter lists L1..L4 and gives each of
-5 clients one list, or a mix of lists:
+ACME (docs/acme.md#non-iid-device-splits) splits CIFAR-100's classes into four disjoint quarter lists L1..L4 and
+gives each of 5 clients one list, or a mix of lists:
     IID: L1, L1, L1, L1, L1          C2: L1, L1, L1, L2, L2
     C3:  L1, L2, L1∪L3, L1, L2       C4: L1, L2, L1∪L2∪L3, L1, L1∪L4
 (the mixed lists take about the same number of classes as a quarter, in the original's proportions: 13+11 for

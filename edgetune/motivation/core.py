@@ -88,8 +88,8 @@ def trained_model(cfg: MotivationConfig, source: Source, force: bool = False) ->
     return model, result
 
 
-# ACME's motivation energy model (reference/acme.md §7): P(d) = d·(G + Ĝ·w·d) + d·p·G_b·b, normalized by P(depth).
-# The constants are ACME's assumptions, not measurements.
+# ACME's motivation energy model (docs/motivation.md#depth-accuracy-and-energy):
+# P(d) = d·(G + Ĝ·w·d) + d·p·G_b·b, normalized by P(depth). The constants are ACME's assumptions, not measurements.
 ENERGY = {"G": 1.0, "G_hat": 0.1, "w": 1.0, "p": 0.2, "G_b": 1.0, "b": 0.5}
 
 

@@ -18,7 +18,7 @@ from edgetune.training import autocast, draw_batch, flush_history
 
 class EarlyExitViT(nn.Module):
     """A timm ViT plus a linear exit (LayerNorm → Linear on the CLS token) after each block but the last, whose
-    exit is the ViT's own norm and head (ACME's motivation experiment, reference/acme.md §7).
+    exit is the ViT's own norm and head (ACME's motivation experiment, docs/motivation.md#depth-accuracy-and-energy).
 
     The wrapped ViT keeps timm's parameter names under `vit.`, so `model.vit` is a plain deployable classifier.
     """

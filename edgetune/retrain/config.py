@@ -15,8 +15,8 @@ DATA = ("scenes", "imagefolder")
 class RetrainingConfig:
     """Every number the retraining notebook uses. Field names double as the notebook's parameter names.
 
-    Hyper-parameters follow reference/blocktrainer.md §9 where they transfer to this scale; departures are named
-    in the comments.
+    Hyper-parameters follow the original's (docs/blocktrainer.md#profiles) where they transfer to this scale;
+    departures are named in the comments.
     """
 
     seed: int = 0

@@ -1,4 +1,4 @@
-"""BlockTrainer's offline preparation in the cloud (reference/blocktrainer.md §1–3):
+"""BlockTrainer's offline preparation in the cloud (docs/blocktrainer.md#offline-preparation-in-the-cloud):
 
 1. the foundation model ("fm"): a cloud-pretrained ViT, LoRA fine-tuned on the labelled source data through `peft`
    (Q, K and V only — timm's fused `qkv` linear — rank = out_features / 8 and no α scaling, as the original) and

@@ -1,4 +1,4 @@
-"""BlockTrainer's online loop (reference/blocktrainer.md §5–7) and its baselines at the same per-window budget.
+"""BlockTrainer's online loop (docs/blocktrainer.md#online-loop) and its baselines at the same per-window budget.
 
 Per window (one target domain): measure the window's statistics on the knowledge base, let the scaling law and the
 planner choose which blocks to compress and for how many iterations, cut the edge model from the knowledge base with

@@ -1,4 +1,5 @@
-"""Figures of the retraining section (PAPERS.md §2); each takes a measured table and returns a matplotlib figure."""
+"""Figures of the retraining section (docs/blocktrainer.md#figures-and-claims); each takes a measured table and
+returns a matplotlib figure."""
 
 from __future__ import annotations
 
@@ -38,10 +39,24 @@ def stream_figure(curves: pd.DataFrame, rows: pd.DataFrame) -> plt.Figure:
     per window)."""
     present = set(rows.method)
     n = int(rows.window.max()) + 1
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(9, 5.2), sharex=True, sharey=True, gridspec_kw={"height_ratios": [1.6, 1]}
+    panels = [
+        (group, title)
+        for group, title in (
+            (EDGE, "Edge models, retrained in every window at the same per-window budget"),
+            (FOUNDATION, "Foundation model (fm): BlockTrainer's merged updates vs none"),
+        )
+        if present & set(group)
+    ]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(9, 2.0 + 1.6 * len(panels)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1.6 if group == EDGE else 1 for group, _ in panels]},
     )
-    for ax, group in ((top, EDGE), (bottom, FOUNDATION)):
+    for ax, (group, title) in zip(axes[:, 0], panels, strict=True):
         for method in (m for m in ORDER if m in present and m in group):
             style = {"color": f"C{ORDER.index(method)}", "lw": 1.0, **STYLE.get(method, {})}
             part = curves[curves.method == method].sort_values(["window", "iteration"]) if len(curves) else curves
@@ -49,9 +64,9 @@ def stream_figure(curves: pd.DataFrame, rows: pd.DataFrame) -> plt.Figure:
                 span = part.groupby("window").iteration.transform("max").clip(lower=1)
                 x = part.window + 0.9 * part.iteration / span
                 # a gap between windows: each window's retraining reads as its own curve
-                breaks = part.window.ne(part.window.shift()).to_numpy()
-                xs = np.insert(x.to_numpy().astype(float), np.flatnonzero(breaks[1:]) + 1, np.nan)
-                ys = np.insert(part.accuracy.to_numpy().astype(float), np.flatnonzero(breaks[1:]) + 1, np.nan)
+                breaks = np.flatnonzero(part.window.ne(part.window.shift()).to_numpy()[1:]) + 1
+                xs = np.insert(x.to_numpy().astype(float), breaks, np.nan)
+                ys = np.insert(part.accuracy.to_numpy().astype(float), breaks, np.nan)
                 ax.plot(xs, ys, label=LABELS.get(method, method), **style)
             else:
                 r = rows[rows.method == method].sort_values("window")
@@ -60,10 +75,10 @@ def stream_figure(curves: pd.DataFrame, rows: pd.DataFrame) -> plt.Figure:
             ax.axvline(w - 0.05, color="0.88", lw=0.6, zorder=0)
         ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.set(ylabel="held-out accuracy")
-    top.set_title("Edge models, retrained in every window at the same per-window budget", fontsize=9)
-    bottom.set_title("Foundation model (fm): BlockTrainer's merged updates vs none", fontsize=9)
-    bottom.set_xticks(np.arange(n) + 0.45, [str(i) for i in range(n)], fontsize=6)
-    bottom.set(xlabel="window (target domain) over time", xlim=(-0.15, n))
+        ax.set_title(title, fontsize=9)
+    last = axes[-1, 0]
+    last.set_xticks(np.arange(n) + 0.45, [str(i) for i in range(n)], fontsize=6)
+    last.set(xlabel="window (target domain) over time", xlim=(-0.15, n))
     fig.suptitle("Accuracy over the domain stream", fontsize=10)
     fig.tight_layout()
     return fig

@@ -2,11 +2,12 @@
 which rank LoRA adapters go on the attention projections and on the MLP projections, with a Go-Explore archive
 (Ecoffet et al., "First return, then explore", Nature 2021) that caches every configuration it has trained.
 
-Deliberate departures from the public scaffold (`phiark/STATRO-PEFT`, reference notes §1): the policy really is
-updated (SB3's PPO, not a fallback branch that skips the gradient step); one step decides exactly one layer, so every
-action is reachable (no logits taken modulo an action count); the reward is a normalized gain minus λ·normalized cost,
-with no metric/cost term that swamps accuracy or flips sign; the allocation an episode ends with is the one trained and
-scored; and the archive both refuses to train a configuration twice and is *returned to* before exploring.
+Deliberate departures from the public scaffold (`phiark/STATRO-PEFT`; docs/strato-peft.md#departures-from-the-original):
+the policy really is updated (SB3's PPO, not a fallback branch that skips the gradient step); one step decides exactly
+one layer, so every action is reachable (no logits taken modulo an action count); the reward is a normalized gain minus
+λ·normalized cost, with no metric/cost term that swamps accuracy or flips sign; the allocation an episode ends with is
+the one trained and scored; and the archive both refuses to train a configuration twice and is *returned to* before
+exploring.
 """
 
 from __future__ import annotations
