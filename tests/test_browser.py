@@ -107,6 +107,9 @@ return {
   pending: cells.filter(c => c.model.executionCount === null).length,
   errors: cells.flatMap(c => c.model.outputs.toJSON()).filter(o => o.output_type === 'error')
                .map(o => o.ename + ': ' + o.evalue),
+  warnings: cells.flatMap(c => c.model.outputs.toJSON())
+               .filter(o => o.output_type === 'stream' && /Warning|IProgress not found/.test(String(o.text))),
+  widgets: document.querySelectorAll('.jp-OutputArea-output .widget-progress').length,
   images: [...document.querySelectorAll('.jp-OutputArea-output img')]
                .filter(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().height > 0).length,
 };
@@ -142,6 +145,8 @@ def test_run_all_in_jupyterlab_shows_figures_and_no_error(lab):
         )
         driver.save_screenshot(str(tmp_path / "lab.png"))
         assert state["errors"] == []
+        assert state["warnings"] == []
+        assert state["widgets"] >= 1, "training progress should show as a widget bar"
         assert state["images"] >= FIGURES, f"{state['images']} figures visible, expected {FIGURES}"
         shutil.copy(tmp_path / "lab.png", _screenshot_dir() / "jupyterlab_motivation.png")
     finally:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgetune.customize.heads import OPS, CellArch, SharedCellHeader, header_params
+from edgetune.progress import progress as progress_bar
 
 # ------------------------------------------------------------------ PFG data (docs/acme.md#edge-backbone-selection-pfg)
 # ACME's measured accuracy of the DynaViT sub-backbones with a linear CLS head, keyed (width, depth) here;
@@ -450,7 +451,7 @@ def search_header(
     controller_opt = torch.optim.Adam(controller.parameters(), lr=controller_lr, betas=(0.1, 0.999), eps=1e-3)
     baseline, rewards, sampled_params, rewarded, rejected = 0.0, [], [], [], 0
     start = time.perf_counter()
-    for step in progress(range(steps), desc="header search", mininterval=2, disable=not progress):
+    for step in progress_bar(range(steps), desc="header search", mininterval=2, disable=not progress):
         for group in child_opt.param_groups:  # cosine from child_lr to child_lr / 200 (ACME: 0.1 → 5e-4)
             group["lr"] = child_lr * (0.005 + 0.995 * 0.5 * (1 + np.cos(np.pi * step / steps)))
         for _ in range(child_batches):  # child phase: shared weights, one sampled DAG per minibatch
