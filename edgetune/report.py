@@ -97,10 +97,14 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
         ]
         if row.note:
             out += [f"*{row.note}*", ""]
-        for name in [n for n in row.figures.split(";") if n]:
-            if name in figures:
-                out += [_image(section, name), ""]
-                shown.add(name)
+        for name in [n for n in row.figures.split(";") if n in figures]:
+            out += [
+                f"Figure `{name}` above — [plotted data]({section}/{name}.csv)"
+                if name in shown
+                else _image(section, name),
+                "",
+            ]
+            shown.add(name)
     rest = [n for n in figures if n not in shown]
     if rest:
         out += ["### Other figures", ""]

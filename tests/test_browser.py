@@ -37,7 +37,7 @@ def lab(tmp_path):
     pm.execute_notebook(
         str(ROOT / "notebooks" / NOTEBOOK),
         str(workdir / NOTEBOOK),
-        parameters={"profile": "smoke"},
+        parameters={"profile": "smoke", "force": True},  # train, so a progress bar shows
         prepare_only=True,
         kernel_name="edgetune",
         language="python",
@@ -109,7 +109,10 @@ return {
                .map(o => o.ename + ': ' + o.evalue),
   warnings: cells.flatMap(c => c.model.outputs.toJSON())
                .filter(o => o.output_type === 'stream' && /Warning|IProgress not found/.test(String(o.text))),
-  widgets: document.querySelectorAll('.jp-OutputArea-output .widget-progress').length,
+  widgets: cells.flatMap(c => c.model.outputs.toJSON())
+               .filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json']).length,
+  rendered_widgets: document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets').length,
+  mimes: cells.flatMap(c => c.model.outputs.toJSON()).map(o => o.output_type + ':' + Object.keys(o.data || {}).join('+')),
   images: [...document.querySelectorAll('.jp-OutputArea-output img')]
                .filter(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().height > 0).length,
 };
@@ -146,7 +149,7 @@ def test_run_all_in_jupyterlab_shows_figures_and_no_error(lab):
         driver.save_screenshot(str(tmp_path / "lab.png"))
         assert state["errors"] == []
         assert state["warnings"] == []
-        assert state["widgets"] >= 1, "training progress should show as a widget bar"
+        assert state["widgets"] >= 1 and state["rendered_widgets"] >= 1, f"no progress widget: {state}"
         assert state["images"] >= FIGURES, f"{state['images']} figures visible, expected {FIGURES}"
         shutil.copy(tmp_path / "lab.png", _screenshot_dir() / "jupyterlab_motivation.png")
     finally:

@@ -8,6 +8,7 @@ embeddings) so that `peft` adapts it exactly as it adapts a real Llama; `load_ch
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -353,6 +354,10 @@ def _choices(model, examples, tokenizer, context: int, device) -> int:
     return sum(LETTERS[p] == ex.reference.strip() for p, ex in zip(picked, examples, strict=True))
 
 
+# transformers 5.x renamed the KV cache argument (and output) `past_key_values` → `cache`; use whichever this has
+CACHE = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
 def _greedy(
     model,
     prompts: list[list[int]],
@@ -378,10 +383,8 @@ def _greedy(
     while not all(done):
         positions = (mask.cumsum(1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]  # left padding shifts positions
         with autocast(device):
-            o = model(
-                input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
-            )
-        past, step_ids = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            o = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{CACHE: past})
+        past, step_ids = getattr(o, CACHE), o.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
         for i, token in enumerate(step_ids[:, 0].tolist()):
             if done[i]:
                 continue

@@ -10,6 +10,7 @@ needs (AdaLoRA's budget allocation, which `peft` leaves to the training loop).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from torch import nn
@@ -168,7 +169,10 @@ def wrap(model: nn.Module, spec: MethodSpec, *, total_step: int, allocation: All
     """`peft.get_peft_model` with the method's config: base weights frozen, adapters trainable."""
     from peft import get_peft_model
 
-    return get_peft_model(model, peft_config(spec, model.config, total_step=total_step, allocation=allocation))
+    config = peft_config(spec, model.config, total_step=total_step, allocation=allocation)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`: not ours to fix
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def after_optimizer_step(peft_model: nn.Module, spec: MethodSpec, step: int) -> None:
