@@ -34,6 +34,7 @@ unit: $(STAMP)
 # notebook in a real browser are checked. Everything goes under runs/ci, so the committed figures/ stay untouched.
 notebooks: $(STAMP) browser-deps
 	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)
+	$(BIN)/edgetune kernel  # the kernel `edgetune` must be this checkout's Python, whoever registered it last
 	for nb in $(NOTEBOOKS); do \
 	  $(BIN)/papermill --prepare-only "$$nb" "$(CI_DIR)/$$(basename $$nb)" -p profile smoke -k edgetune -l python \
 	    --no-progress-bar || exit 1; \

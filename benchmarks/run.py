@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from edgetune.data.scenes import CLEAR, SceneSpec, domain_stream, render_scenes
+from edgetune.paths import SECTIONS
+from edgetune.profiles import budget_s
 from edgetune.runs import describe_device, package_versions, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,21 +67,6 @@ def bench_notebook(section: str, profile: str) -> dict:
     return {"section": section, "profile": profile, "wall_s": wall, "command": " ".join(command[1:])}
 
 
-BUDGETS_S = {
-    ("motivation", "smoke"): 60,
-    ("motivation", "default"): 120,
-    ("customization", "smoke"): 60,
-    ("customization", "default"): 240,
-    ("retraining", "smoke"): 60,
-    ("retraining", "default"): 240,
-    ("assembling", "smoke"): 60,
-    ("assembling", "default"): 240,
-    ("peft", "smoke"): 90,
-    ("peft", "default"): 240,
-}
-SECTIONS = ("motivation", "customization", "retraining", "assembling", "peft")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=["scenes", *SECTIONS], default=["scenes", *SECTIONS])
@@ -101,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for section in (s for s in SECTIONS if s in args.only):
         runs = [bench_notebook(section, p) for p in args.profiles]
         for run in runs:
-            run["budget_s"] = BUDGETS_S.get((run["section"], run["profile"]))
+            run["budget_s"] = budget_s(run["section"], run["profile"])
             run["within_budget"] = run["budget_s"] is None or run["wall_s"] <= run["budget_s"]
             print(f"{section}/{run['profile']}: {run['wall_s']:.1f} s (budget {run['budget_s']} s)")
         write_json(

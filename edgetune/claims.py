@@ -1,7 +1,7 @@
 """The claims ledger: each section registers the papers' headline claims it tests, with what it measured.
 
-Each profile has its own ledger, `figures/<profile>/claims.csv` (and a rendered `claims.md`), keyed by (section,
-claim): a rerun replaces its own rows and keeps every other. A claim that does not hold at a profile's scale is
+Each profile has its own ledger, `figures/<profile>/claims.csv` (and a rendered `claims.md`): a section's rerun
+replaces all of that section's rows and keeps the other sections'. A claim that does not hold at a profile's scale is
 recorded as not holding — the ledger reports, it never tunes. A claim the profile cannot judge (a spread across
 seeds with one seed) is recorded as n/a, with the reason in its note. Each row names the section's figures that bear
 on it, so the reproduction report can show them beside the verdict.
@@ -20,7 +20,6 @@ from edgetune.profiles import PROFILES
 from edgetune.runs.io import write_text
 
 COLUMNS = ("section", "claim", "paper_value", "reproduced_value", "profile", "holds", "note", "figures")
-KEY = ["section", "claim", "profile"]
 VERDICTS = {True: "yes", False: "NO", None: "n/a"}
 
 
@@ -77,8 +76,7 @@ def record(claims: list[Claim]) -> pd.DataFrame:
         [{**dataclasses.asdict(c), "figures": ";".join(c.figures)} for c in claims], columns=list(COLUMNS)
     )
     old = load_ledger(profile)
-    keys = set(map(tuple, new[KEY].itertuples(index=False)))
-    keep = old[[tuple(r) not in keys for r in old[KEY].itertuples(index=False)]] if len(old) else old
+    keep = old[~old.section.isin(set(new.section))]  # a section's rows are all replaced: none outlive its rerun
     ledger = pd.concat([keep, new], ignore_index=True) if len(keep) else new
     order = {s: i for i, s in enumerate(SECTIONS)}
     ledger = ledger.sort_values(
@@ -92,6 +90,15 @@ def record(claims: list[Claim]) -> pd.DataFrame:
         f"# Claims ledger ({profile} profile)\n\n" + markdown_table(verdicts(ledger).drop(columns="figures")),
     )
     return ledger.reset_index(drop=True)
+
+
+def tally(holds: list[bool | None]) -> str:
+    """'2/3' claims holding of those judged, with '(+1 n/a)' for those the profile cannot judge; '—' for none."""
+    if not holds:
+        return "—"
+    judged = [h for h in holds if h is not None]
+    extra = f" (+{len(holds) - len(judged)} n/a)" if len(judged) < len(holds) else ""
+    return f"{sum(judged)}/{len(judged)}{extra}" if judged else f"{len(holds)} n/a"
 
 
 def verdicts(ledger: pd.DataFrame) -> pd.DataFrame:

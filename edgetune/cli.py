@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgetune.kernel import KERNEL, ensure_kernel
 from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
 from edgetune.profiles import PROFILES
 
@@ -37,8 +38,6 @@ NOTEBOOKS = {
     "assembling": "04_assembling.ipynb",
     "peft": "05_peft_comparison.ipynb",
 }
-KERNEL = "edgetune"  # registered by `make` (or `edgetune kernel`): this environment's Python, named for Jupyter
-KERNEL_DISPLAY = "Python (edgetune)"
 
 
 class UsageError(Exception):
@@ -46,6 +45,7 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
         if args.command == "claims":
@@ -53,12 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             from edgetune.report import compare
 
-            print(compare(*_pick_runs(args.runs)))
+            a, b = _pick_runs(args.runs)
+            try:
+                print(compare(a, b))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise UsageError(
+                    f"cannot compare {a} and {b}: not reproduction manifests ({type(e).__name__}: {e})"
+                ) from e
             return 0
         if args.command == "kernel":
             print(f"registered Jupyter kernel {KERNEL!r} → {ensure_kernel(quiet=True)}")
             return 0
-        return reproduce(args.section or [], args.profile, args.param, args.force, args.timeout)
+        return reproduce(args.section or [], args.profile, args.param, args.force, args.timeout, argv)
     except UsageError as e:
         print(f"edgetune: error: {e}", file=sys.stderr)
         return 2
@@ -100,7 +106,8 @@ def _claims(profile: str, sections: list[str], verdict: str | None, full: bool) 
     if verdict:
         ledger = ledger[verdicts(ledger).holds == verdict]
     if ledger.empty:
-        print(f"No claims match in figures/{profile}/claims.csv (run `edgetune reproduce --profile {profile}`).")
+        where = display_path(figures_dir(profile) / "claims.csv")
+        print(f"No claims match in {where} (run `edgetune reproduce --profile {profile}` to fill it).")
         return 0
     print(format_ledger(ledger, width=None if full else 60))
     return 0
@@ -119,7 +126,8 @@ def convert(name: str, raw: str, type_name: str) -> Any:
     raise UsageError."""
     optional = type_name.startswith("Optional[")
     inner = type_name[len("Optional[") : -1] if optional else type_name
-    allowed = _split_union(inner) + (["None"] if optional else [])
+    allowed = (["None"] if optional else []) + _split_union(inner)
+    allowed = sorted(allowed, key=lambda kind: kind != "None")  # `None` means None, never the string "None"
     for kind in allowed:
         value = _try(kind, raw)
         if value is not _NO:
@@ -208,39 +216,17 @@ def _describe(declared: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------ the kernel
-def ensure_kernel(quiet: bool = False) -> str:
-    """Register this interpreter as the Jupyter kernel `edgetune` unless it already is; returns its Python.
-
-    The kernelspec goes to the user's Jupyter folder, so a JupyterLab installed anywhere else lists it too.
-    """
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        spec = KernelSpecManager().get_kernel_spec(KERNEL)
-        if _same_python(spec.argv[0]):
-            return spec.argv[0]
-    except NoSuchKernel:
-        pass
-    from ipykernel.kernelspec import install
-
-    install(user=True, kernel_name=KERNEL, display_name=KERNEL_DISPLAY)
-    if not quiet:
-        print(f"edgetune: registered the Jupyter kernel {KERNEL!r} for {sys.executable}", file=sys.stderr)
-    return sys.executable
-
-
-def _same_python(executable: str) -> bool:
-    try:
-        return Path(executable).resolve() == Path(sys.executable).resolve() or (
-            Path(executable).parent.parent.resolve() == Path(sys.prefix).resolve()
-        )
-    except OSError:
-        return False
-
-
 # ------------------------------------------------------------------------------------------ execution
-def reproduce(sections: list[str], profile: str, assignments: list[str], force: bool, timeout: int | None) -> int:
+def reproduce(
+    sections: list[str],
+    profile: str,
+    assignments: list[str],
+    force: bool,
+    timeout: int | None,
+    argv: list[str] | None = None,
+) -> int:
+    """Run the sections' notebooks in order; stop at the first failure. Exit status 0, 1 (a section failed) or 130
+    (interrupted); the manifest and the report are written in every case."""
     from edgetune.report import write_report
 
     chosen = list(dict.fromkeys(sections)) or [s for s in SECTIONS if (root() / "notebooks" / NOTEBOOKS[s]).exists()]
@@ -254,26 +240,41 @@ def reproduce(sections: list[str], profile: str, assignments: list[str], force: 
             raise UsageError(f"section {section!r} has no notebook yet (expected {notebook})")
         plans.append((section, notebook, resolve_parameters(notebook, profile, assignments, force)))
     ensure_kernel()
-    manifest = _new_manifest(profile)
-    path = runs_dir() / "reproductions" / f"{manifest['id']}.json"
-    failed = False
+    manifest = _new_manifest(profile, argv)
+    path = _manifest_path(manifest)
+    status = 0
     for i, (section, notebook, params) in enumerate(plans, 1):
-        if failed:
+        if status:
             manifest["sections"][section] = {"status": "not run", "parameters": params}
             continue
         print(f"\n[{i}/{len(plans)}] {section} ({profile} profile) — {notebook.relative_to(root())}", file=sys.stderr)
         entry = _execute(section, notebook, params, timeout)
         manifest["sections"][section] = entry
-        failed = entry["status"] != "ok"
+        status = {"ok": 0, "interrupted": 130}.get(entry["status"], 1)
         _save_manifest(path, manifest)
     manifest["finished"] = _now()
     _save_manifest(path, manifest)
     report = write_report(profile)
     print(_summary(manifest, path, report))
-    return 1 if failed else 0
+    return status
 
 
-def _new_manifest(profile: str) -> dict[str, Any]:
+def _manifest_path(manifest: dict[str, Any]) -> Path:
+    """runs/reproductions/<id>.json, made unique (two reproductions may start in the same second)."""
+    folder = runs_dir() / "reproductions"
+    folder.mkdir(parents=True, exist_ok=True)
+    base, n = manifest["id"], 1
+    while True:
+        try:
+            with open(folder / f"{manifest['id']}.json", "x"):
+                return folder / f"{manifest['id']}.json"
+        except FileExistsError:
+            n += 1
+            stamp, _, profile = base.rpartition("-")
+            manifest["id"] = f"{stamp}.{n}-{profile}"
+
+
+def _new_manifest(profile: str, argv: list[str] | None) -> dict[str, Any]:
     from edgetune.profiles import pick_device
     from edgetune.runs import describe_device, package_versions
 
@@ -283,7 +284,7 @@ def _new_manifest(profile: str) -> dict[str, Any]:
         "profile": profile,
         "started": stamp.isoformat(timespec="seconds"),
         "finished": None,
-        "argv": sys.argv,
+        "command": " ".join(["edgetune", *(argv or [])]),
         "git_commit": _git_commit(),
         "versions": package_versions(),
         "device": describe_device(pick_device()),
@@ -302,7 +303,7 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
     profile = params["profile"]
     output = runs_dir() / "notebooks" / profile / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    start, error = time.perf_counter(), None
+    start, error, status = time.perf_counter(), None, None
     previous = os.environ.get(TEXT_ENV)
     os.environ[TEXT_ENV] = "text"  # the kernel inherits it: its bars come back as text on its stderr
     sockets = tempfile.TemporaryDirectory(prefix="edgetune-kernel-")
@@ -332,6 +333,12 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
     except (CellTimeoutError, DeadKernelError) as e:
         error = f"{type(e).__name__}: {e}"
         print(f"\nedgetune: {section} stopped: {error}\nexecuted notebook: {output}", file=sys.stderr)
+    except KeyboardInterrupt:
+        status, error = "interrupted", "KeyboardInterrupt"
+        print(f"\nedgetune: {section} interrupted; executed notebook so far: {output}", file=sys.stderr)
+    except Exception as e:  # the kernel would not start, the notebook could not be read or written, ...
+        error = f"{type(e).__name__}: {e}"
+        print(f"\nedgetune: {section} could not run: {error}", file=sys.stderr)
     finally:
         if km.has_kernel:  # a kernel manager we pass in is ours to stop
             km.shutdown_kernel(now=True)
@@ -342,8 +349,9 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
             os.environ[TEXT_ENV] = previous
     duration = time.perf_counter() - start
     budget = budget_s(section, profile)
+    status = status or ("failed" if error else "ok")
     return {
-        "status": "failed" if error else "ok",
+        "status": status,
         "error": error,
         "duration_s": round(duration, 2),
         "budget_s": budget,
@@ -352,8 +360,9 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
         "executed_notebook": display_path(output),
         "parameters": params,
         "finished": _now(),
-        "claims": _section_claims(section, profile),
-        "files": _section_files(section, profile),
+        # only a finished run's claims and files: after a failure, the ledger and folder still hold an older run's
+        "claims": _section_claims(section, profile) if status == "ok" else None,
+        "files": _section_files(section, profile) if status == "ok" else None,
     }
 
 
@@ -377,19 +386,15 @@ def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def _summary(manifest: dict[str, Any], path: Path, report: Path) -> str:
-    from edgetune.claims import VERDICTS
+    from edgetune.claims import tally
 
     lines = [f"\nedgetune reproduce — {manifest['profile']} profile, reproduction {manifest['id']}", ""]
-    lines.append(f"{'section':<14} {'status':<8} {'time':>9} {'budget':>9}  claims holding")
+    lines.append(f"{'section':<14} {'status':<11} {'time':>9} {'budget':>9}  claims holding")
     for section, e in manifest["sections"].items():
-        time_s = f"{e['duration_s']:.1f} s" if "duration_s" in e else "—"
+        time_s = f"{e['duration_s']:.1f} s" if e.get("duration_s") is not None else "—"
         budget = "—" if e.get("budget_s") is None else f"{'≤' if e['within_budget'] else '>'} {e['budget_s']:.0f} s"
-        verdicts = [VERDICTS[c["holds"]] for c in e.get("claims", [])]
-        judged = [v for v in verdicts if v != "n/a"]
-        held = f"{judged.count('yes')}/{len(judged)}" + (
-            f" (+{len(verdicts) - len(judged)} n/a)" if len(judged) < len(verdicts) else ""
-        )
-        lines.append(f"{section:<14} {e['status']:<8} {time_s:>9} {budget:>9}  {held if verdicts else '—'}")
+        held = tally([c["holds"] for c in e.get("claims") or []])
+        lines.append(f"{section:<14} {e['status']:<11} {time_s:>9} {budget:>9}  {held}")
     lines += ["", f"report:   {display_path(report)}", f"manifest: {display_path(path)}"]
     return "\n".join(lines)
 
@@ -398,9 +403,11 @@ def _pick_runs(runs: list[str]) -> tuple[Path, Path]:
     folder = runs_dir() / "reproductions"
     known = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not runs:
-        if len(known) < 2:
-            raise UsageError(f"compare needs two reproductions; {folder} holds {len(known)}")
-        return known[-2], known[-1]
+        newest = max(known, key=lambda p: p.stat().st_mtime, default=None)
+        same = sorted(p for p in known if newest and p.stem.rpartition("-")[2] == newest.stem.rpartition("-")[2])
+        if len(same) < 2:
+            raise UsageError(f"compare needs two reproductions of one profile; {folder} holds {len(same)}")
+        return same[-2], same[-1]
     if len(runs) != 2:
         raise UsageError(f"compare takes two reproductions (ids or manifest paths), got {len(runs)}")
     paths = []

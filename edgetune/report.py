@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from edgetune.claims import VERDICTS, load_ledger
+from edgetune.claims import VERDICTS, load_ledger, tally
 from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
 from edgetune.runs.io import write_text
 
@@ -26,7 +27,11 @@ def latest_entries(profile: str) -> dict[str, tuple[dict[str, Any], dict[str, An
     folder = runs_dir() / "reproductions"
     found: dict[str, tuple[dict, dict]] = {}
     for path in sorted(folder.glob(f"*-{profile}.json")) if folder.is_dir() else []:
-        manifest = json.loads(path.read_text())
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            print(f"edgetune: note: skipping unreadable manifest {path}: {e}", file=sys.stderr)
+            continue
         for section, entry in manifest.get("sections", {}).items():
             if entry.get("status") != "not run":
                 found[section] = (manifest, entry)  # sorted by id (a UTC timestamp): the last one wins
@@ -59,7 +64,7 @@ def render(profile: str, folder: Path) -> str:
         rows = ledger[ledger.section == section]
         out.append(
             f"| [{section}](#{section}) | {entry.get('status', 'not run here')} | {_time(entry)} | {_budget(entry)} "
-            f"| {_holding(list(rows.holds))} | {manifest.get('id', '—')} |"
+            f"| {tally(list(rows.holds))} | {manifest.get('id', '—')} |"
         )
     out += ["", *_environment(entries), ""]
     for section in SECTIONS:
@@ -79,6 +84,14 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
             f"[`{notebook}`]({_link(notebook, folder)}) (kept under `runs/`, not tracked)."
             + (f" Error: `{entry['error']}`" if entry.get("error") else "")
         )
+        overrides = {k: v for k, v in entry.get("parameters", {}).items() if k not in ("profile", "force")}
+        if overrides:
+            out += [
+                "",
+                "Parameters set on top of the profile: " + ", ".join(f"`{k}={v!r}`" for k, v in overrides.items()),
+            ]
+        if entry["status"] != "ok" and not claims.empty:
+            out += ["", "**The claims below are from an earlier run of this section**: this one did not finish."]
     else:
         out.append("Not run in this checkout yet: `edgetune reproduce --section " + section + "`.")
     out.append("")
@@ -152,18 +165,14 @@ def _budget(entry: dict[str, Any], long: bool = False) -> str:
     return f"{'≤' if ok else '>'} {entry['budget_s']:.0f} s"
 
 
-def _holding(holds: list) -> str:
-    judged = [h for h in holds if h is not None]
-    if not holds:
-        return "—"
-    extra = f" (+{len(holds) - len(judged)} n/a)" if len(judged) < len(holds) else ""
-    return f"{sum(judged)}/{len(judged)}{extra}"
-
-
 # ------------------------------------------------------------------------------------------ compare
 def compare(path_a: Path, path_b: Path) -> str:
     """A Markdown account of what changed from reproduction A to B: status, time, claims, figures and tables."""
-    a, b = json.loads(Path(path_a).read_text()), json.loads(Path(path_b).read_text())
+    a, b = (json.loads(Path(p).read_text()) for p in (path_a, path_b))
+    for manifest, path in ((a, path_a), (b, path_b)):
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sections"), dict):
+            raise ValueError(f"{path} has no 'sections'")
+        manifest.setdefault("id", Path(path).stem)
     out = [
         f"# {a['id']} → {b['id']}",
         "",
@@ -178,14 +187,15 @@ def compare(path_a: Path, path_b: Path) -> str:
         if not ea and not eb:
             continue
         ea, eb = ea or {}, eb or {}
-        files = _file_changes(ea.get("files", {}), eb.get("files", {}))
-        claims = _claim_changes(ea.get("claims", []), eb.get("claims", []))
+        files = _file_changes(ea.get("files") or {}, eb.get("files") or {})
+        claims = _claim_changes(ea.get("claims") or [], eb.get("claims") or [])
+        params = _parameter_changes(ea.get("parameters") or {}, eb.get("parameters") or {})
         out.append(
             f"| {section} | {ea.get('status', '—')} → {eb.get('status', '—')} | {_time(ea)} → {_time(eb)}"
             f"{_ratio(ea, eb)} | {len(files)} | {len(claims)} |"
         )
-        if files or claims:
-            details += [f"## {section}", "", *[f"- {c}" for c in claims], *[f"- {f}" for f in files], ""]
+        if files or claims or params:
+            details += [f"## {section}", "", *[f"- {x}" for x in (*params, *claims, *files)], ""]
     for key in sorted(set(a.get("versions", {})) | set(b.get("versions", {}))):
         va, vb = a.get("versions", {}).get(key), b.get("versions", {}).get(key)
         if va != vb:
@@ -209,15 +219,24 @@ def _file_changes(fa: dict[str, str], fb: dict[str, str]) -> list[str]:
     )
 
 
+def _parameter_changes(pa: dict[str, Any], pb: dict[str, Any]) -> list[str]:
+    return [
+        f"parameter {k}: {pa.get(k, '—')!r} → {pb.get(k, '—')!r}"
+        for k in sorted(set(pa) | set(pb))
+        if pa.get(k) != pb.get(k)
+    ]
+
+
 def _claim_changes(ca: list[dict], cb: list[dict]) -> list[str]:
-    before, after = {c["claim"]: c for c in ca}, {c["claim"]: c for c in cb}
+    before, after = {c.get("claim"): c for c in ca}, {c.get("claim"): c for c in cb}
     out = []
     for claim in sorted(set(before) | set(after)):
         x, y = before.get(claim), after.get(claim)
         if x is None or y is None:
             out.append(f"claim {'added' if x is None else 'removed'}: {claim}")
             continue
-        vx, vy = VERDICTS[x["holds"]], VERDICTS[y["holds"]]
-        if vx != vy or x["reproduced_value"] != y["reproduced_value"]:
-            out.append(f"{claim}: {vx} → {vy}; {x['reproduced_value']} → {y['reproduced_value']}")
+        vx, vy = VERDICTS.get(x.get("holds"), "?"), VERDICTS.get(y.get("holds"), "?")
+        rx, ry = x.get("reproduced_value"), y.get("reproduced_value")
+        if vx != vy or rx != ry:
+            out.append(f"{claim}: {vx} → {vy}; {rx} → {ry}")
     return out

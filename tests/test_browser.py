@@ -32,6 +32,10 @@ def lab(tmp_path):
     """JupyterLab on a free localhost port with a token, rooted at a folder holding a smoke-profile copy."""
     import papermill as pm
 
+    from edgetune.kernel import ensure_kernel
+
+    ensure_kernel(quiet=True)  # into this test's own Jupyter folder (conftest sets JUPYTER_DATA_DIR)
+
     workdir = tmp_path / "lab"
     workdir.mkdir()
     pm.execute_notebook(
@@ -112,7 +116,8 @@ return {
   widgets: cells.flatMap(c => c.model.outputs.toJSON())
                .filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json']).length,
   rendered_widgets: document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets').length,
-  mimes: cells.flatMap(c => c.model.outputs.toJSON()).map(o => o.output_type + ':' + Object.keys(o.data || {}).join('+')),
+  mimes: cells.flatMap(c => c.model.outputs.toJSON())
+               .map(o => o.output_type + ':' + Object.keys(o.data || {}).join('+')),
   images: [...document.querySelectorAll('.jp-OutputArea-output img')]
                .filter(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().height > 0).length,
 };

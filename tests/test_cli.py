@@ -171,7 +171,7 @@ def test_claims_command_filters_the_ledger(capsys):
     from edgetune.claims import Claim, record
 
     assert main(["claims"]) == 0
-    assert "No claims match in figures/default/claims.csv" in capsys.readouterr().out
+    assert "No claims match in " in (out := capsys.readouterr().out) and "figures/default/claims.csv (run" in out
     record([Claim("motivation", "m" * 80, "p", "r", "smoke", True), Claim("peft", "q", "p", "r", "smoke", False)])
     assert main(["claims", "--profile", "smoke", "--verdict", "NO"]) == 0
     out = capsys.readouterr().out
@@ -197,3 +197,100 @@ def test_manifest_handles_a_runs_folder_outside_the_project(project, tmp_path_fa
     entry = _manifests(elsewhere)[0]["sections"]["motivation"]
     assert entry["executed_notebook"] == str(elsewhere / "notebooks" / "default" / "01_motivation.ipynb")
     assert entry["notebook"] == "notebooks/01_motivation.ipynb"
+
+
+def test_an_interrupted_reproduction_still_leaves_manifest_and_report(project, monkeypatch, capsys):
+    import papermill
+
+    for section in ("motivation", "customization"):
+        _notebook(project / "notebooks" / cli.NOTEBOOKS[section], "x = 1")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    assert main(["reproduce", "--profile", "smoke"]) == 130
+    (manifest,) = _manifests(project / "runs")
+    assert manifest["finished"] and manifest["sections"]["motivation"]["status"] == "interrupted"
+    assert manifest["sections"]["motivation"]["claims"] is None
+    assert manifest["sections"]["customization"]["status"] == "not run"
+    out = capsys.readouterr().out
+    assert "motivation     interrupted" in out and "customization  not run" in out
+    assert "| [motivation](#motivation) | interrupted |" in (project / "figures" / "smoke" / "REPORT.md").read_text()
+
+
+def test_a_failed_run_is_not_credited_with_older_claims(project, capsys):
+    nb = project / "notebooks" / cli.NOTEBOOKS["motivation"]
+    _notebook(nb, CLAIM_CELL)
+    assert main(["reproduce", "--profile", "smoke"]) == 0
+    _notebook(nb, "raise RuntimeError('broken')")
+    assert main(["reproduce", "--profile", "smoke"]) == 1
+    ok, failed = _manifests(project / "runs")
+    assert len(ok["sections"]["motivation"]["claims"]) == 2 and failed["sections"]["motivation"]["claims"] is None
+    report = (project / "figures" / "smoke" / "REPORT.md").read_text()
+    assert "| [motivation](#motivation) | failed |" in report and "from an earlier run of this section" in report
+
+
+def test_compare_reads_incomplete_manifests_and_refuses_others(tmp_path, capsys):
+    a, b, bad = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "bad.json"
+    a.write_text(json.dumps({"sections": {"motivation": {"status": "ok", "parameters": {"steps": 1}}}}))
+    b.write_text(json.dumps({"sections": {"motivation": {"status": "failed", "claims": [{"claim": "c"}]}}}))
+    bad.write_text("[1, 2")
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# a → b") and "| motivation | ok → failed |" in out
+    assert "- parameter steps: 1 → '—'" in out and "- claim added: c" in out
+    assert main(["compare", str(a), str(bad)]) == 2
+    assert "cannot compare" in capsys.readouterr().err
+    assert main(["compare"]) == 2
+    assert "compare needs two reproductions of one profile" in capsys.readouterr().err
+
+
+def test_claims_verdict_filter_knows_na(capsys):
+    from edgetune.claims import Claim, record
+
+    record(
+        [Claim("peft", "spread", "p", "r", "smoke", None, note="one seed"), Claim("peft", "q", "p", "r", "smoke", True)]
+    )
+    assert main(["claims", "--profile", "smoke", "--verdict", "n/a"]) == 0
+    out = capsys.readouterr().out
+    assert "| peft | spread |" in out and "| n/a |" in out and "| peft | q |" not in out
+
+
+def test_none_is_never_the_string_none():
+    assert convert("device", "None", "Optional[str]") is None
+    assert convert("seeds", "None", "Optional[list[int]]") is None
+    with pytest.raises(UsageError, match=r"expects Optional\[list\[int\]\], got '\[1.5\]'"):
+        convert("seeds", "[1.5]", "Optional[list[int]]")
+
+
+def test_the_kernel_must_be_this_environment(tmp_path, monkeypatch):
+    import sys
+
+    from edgetune import kernel
+
+    assert kernel.same_environment(sys.prefix + "/bin/python")
+    assert not kernel.same_environment(str(tmp_path / "other-venv" / "bin" / "python"))
+    assert not kernel.same_environment("python")  # a bare name: whichever python is on PATH
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    spec = tmp_path / "jupyter" / "kernels" / "edgetune"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {"argv": ["/elsewhere/bin/python", "-m", "ipykernel_launcher"], "display_name": "x", "language": "python"}
+        )
+    )
+    assert kernel.ensure_kernel(quiet=True) == sys.executable
+    assert json.loads((spec / "kernel.json").read_text())["argv"][0] == sys.executable
+
+
+def test_progress_is_text_for_the_cli_and_auto_elsewhere(monkeypatch):
+    import tqdm.std
+
+    from edgetune.progress import TEXT_ENV, progress
+
+    monkeypatch.setenv(TEXT_ENV, "text")
+    bar = progress(range(3), disable=True)
+    assert type(bar) is tqdm.std.tqdm
+    monkeypatch.delenv(TEXT_ENV)
+    assert isinstance(progress(range(3), disable=True), tqdm.std.tqdm)  # tqdm.auto: text outside a kernel

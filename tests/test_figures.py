@@ -1,4 +1,3 @@
-import os
 import stat
 
 import matplotlib.pyplot as plt
@@ -56,20 +55,27 @@ def _claim(claim="c1", value="0.5", holds=True, profile="smoke", section="motiva
     return Claim(section, claim, "paper", value, profile, holds, note, figures)
 
 
-def test_each_profile_keeps_its_own_ledger():
-    claims.record([_claim("c1"), _claim("c2", holds=False), _claim("c3", holds=None, note="one seed")])
-    claims.record([_claim("c1", "0.7", figures=("a", "b"))])
+def test_each_profile_keeps_its_own_ledger_and_a_rerun_replaces_its_section():
+    claims.record([_claim("c0"), _claim("old", section="peft")])
+    claims.record([_claim("c1", "0.2"), _claim("c2", holds=False), _claim("c3", holds=None, note="one seed")])
     claims.record([_claim("c1", "0.9", profile="default")])
+    claims.record(
+        [_claim("c1", "0.7", figures=("a", "b")), _claim("c2", holds=False), _claim("c3", holds=None, note="one seed")]
+    )
+    assert claims.load_ledger("smoke").section.tolist() == ["motivation"] * 3 + ["peft"], "c0 is gone, peft kept"
     ledger = claims.load_ledger("smoke")
+    ledger = ledger[ledger.section == "motivation"]
     assert ledger.claim.tolist() == ["c1", "c2", "c3"] and ledger.holds.tolist() == [True, False, None]
     assert ledger.reproduced_value.tolist()[0] == "0.7" and ledger.figures.tolist() == ["a;b", "", ""]
     assert claims.load_ledger("default").reproduced_value.tolist() == ["0.9"]
     md = (figures_dir("smoke") / "claims.md").read_text()
     assert md.startswith("# Claims ledger (smoke profile)")
-    assert (md.count("| yes |"), md.count("| NO |"), md.count("| n/a |")) == (1, 1, 1)
+    assert (md.count("| yes |"), md.count("| NO |"), md.count("| n/a |")) == (2, 1, 1)  # c1 and peft's row
     csv = (figures_dir("smoke") / "claims.csv").read_text().splitlines()
     assert csv[0] == "section,claim,paper_value,reproduced_value,profile,holds,note,figures"
     assert csv[3] == "motivation,c3,paper,0.5,smoke,,one seed,"
+    assert claims.tally([True, False, None]) == "1/2 (+1 n/a)" and claims.tally([None]) == "1 n/a"
+    assert claims.tally([]) == "—" and claims.tally([True, True]) == "2/2"
     with pytest.raises(ValueError, match="one profile at a time, got \\['default', 'smoke'\\]"):
         claims.record([_claim("c1"), _claim("c1", profile="default")])
 
@@ -100,10 +106,8 @@ def test_outputs_are_written_with_ordinary_permissions():
     data = pd.DataFrame({"x": [1, 2], "y": [3, 4]})
     paths = [out.figure(_figure(data), "f", data), out.table(data, "t"), out.host_table(data, "timing")]
     claims.record([_claim()])
-    umask = os.umask(0)
-    os.umask(umask)
     for path in [*paths, paths[0].with_suffix(".csv"), figures_dir("smoke") / "claims.csv"]:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert paths[2] == runs_dir() / "host" / "smoke" / "motivation" / "timing.md"
     assert not (out.folder / "timing.csv").exists(), "host timings stay out of figures/"
 
@@ -117,4 +121,4 @@ def test_config_table_is_compact():
     assert lines[0] == "**MotivationConfig**" and lines[2].startswith("| parameter | value |")
     rows = len(lines) - 4
     assert rows == -(-len(cfg.__dataclass_fields__) // 3) and max(map(len, lines)) < 400
-    assert "| train_steps |" in text or " train_steps " in text
+    assert f"| train_steps | {cfg.train_steps} |" in text

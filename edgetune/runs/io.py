@@ -1,7 +1,6 @@
 """Atomic file writes: a temp file in the target folder, then `os.replace`. A reader never sees half a file.
 
-Files get the permissions an ordinary `open()` would give them (0666 less the umask, so 0644 usually), not the
-0600 of the temporary file.
+Files get ordinary permissions (0644: readable by all, writable by the owner), not the 0600 of the temporary file.
 """
 
 from __future__ import annotations
@@ -14,15 +13,6 @@ from pathlib import Path
 from typing import Any
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` and move the result onto `path` in one step; the temp file is removed on error."""
     path = Path(path)
@@ -31,7 +21,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
