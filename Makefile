@@ -12,7 +12,7 @@ CI_DIR := runs/ci
 CI_ENV := EDGETUNE_FIGURES=$(CURDIR)/$(CI_DIR)/figures EDGETUNE_RUNS=$(CURDIR)/$(CI_DIR)/runs
 CI_CLI_ENV := EDGETUNE_CI_FIGURES=$(CURDIR)/$(CI_DIR)/figures EDGETUNE_CI_RUNS=$(CURDIR)/$(CI_DIR)/runs
 
-.PHONY: reproduce test unit notebooks browser-deps lint format benchmarks lab clean
+.PHONY: reproduce test unit notebooks system-deps lint format benchmarks lab clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,13 @@ reproduce: $(STAMP)
 
 test: unit notebooks
 
-unit: $(STAMP)
+unit: $(STAMP) system-deps
 	$(BIN)/pytest -q -m "not notebook" tests
 
 # Each notebook gets the smoke profile injected (papermill --prepare-only), then nbval executes it; then the smoke
 # profile is reproduced through the CLI (reusing nbval's cache) and the executed notebooks, the report and the
 # notebook in a real browser are checked. Everything goes under runs/ci, so the committed figures/ stay untouched.
-notebooks: $(STAMP) browser-deps
+notebooks: $(STAMP) system-deps
 	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)
 	$(BIN)/edgetune kernel  # the kernel `edgetune` must be this checkout's Python, whoever registered it last
 	for nb in $(NOTEBOOKS); do \
@@ -43,15 +43,17 @@ notebooks: $(STAMP) browser-deps
 	  --nbval-cell-timeout=600 $(CI_DIR)
 	$(CI_CLI_ENV) $(BIN)/pytest -q -m notebook tests
 
-# Debian's Chromium and ChromeDriver for the browser test (root and apt-get needed; otherwise that test skips and
-# says why).
-browser-deps:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+# Debian packages the tests need: bubblewrap (the sandbox that scores generated code; scoring refuses to run without
+# it) and Chromium with ChromeDriver (the browser test). Installed with apt-get where this runs as root; otherwise
+# the tests that need them say what is missing.
+SYSTEM_PACKAGES := bubblewrap chromium chromium-driver
+system-deps:
+	@if command -v bwrap >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
-	   (apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null)) || \
-	  echo "note: could not install chromium; the browser test will skip"; \
-	else echo "note: chromium/chromedriver missing and not installable here (needs root + apt-get); the browser test will skip"; fi
+	  (apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null)) || \
+	  echo "note: could not install $(SYSTEM_PACKAGES); the tests that need them will say so"; \
+	else echo "note: $(SYSTEM_PACKAGES) missing and not installable here (needs root + apt-get)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgetune tests benchmarks

@@ -186,7 +186,10 @@ def compare(path_a: Path, path_b: Path) -> str:
         ea, eb = a["sections"].get(section), b["sections"].get(section)
         if not ea and not eb:
             continue
-        ea, eb = ea or {}, eb or {}
+        if not ea or not eb:  # run in one reproduction only: nothing to compare
+            out.append(f"| {section} | {(ea or {}).get('status', 'not run')} → {(eb or {}).get('status', 'not run')} "
+                       f"| {_time(ea or {})} → {_time(eb or {})} | — | — |")  # fmt: skip
+            continue
         files = _file_changes(ea.get("files") or {}, eb.get("files") or {})
         claims = _claim_changes(ea.get("claims") or [], eb.get("claims") or [])
         params = _parameter_changes(ea.get("parameters") or {}, eb.get("parameters") or {})

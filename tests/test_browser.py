@@ -126,7 +126,7 @@ return {
 
 @pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
-    reason="no browser: install Debian's chromium and chromium-driver (`make browser-deps` as root) to run it",
+    reason="no browser: install Debian's chromium and chromium-driver (`make system-deps` as root) to run it",
 )
 def test_run_all_in_jupyterlab_shows_figures_and_no_error(lab):
     from selenium import webdriver

@@ -240,6 +240,11 @@ def test_compare_reads_incomplete_manifests_and_refuses_others(tmp_path, capsys)
     out = capsys.readouterr().out
     assert out.startswith("# a → b") and "| motivation | ok → failed |" in out
     assert "- parameter steps: 1 → '—'" in out and "- claim added: c" in out
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps({"sections": {"peft": {"status": "ok", "files": {"x.csv": "1"}}}}))
+    assert main(["compare", str(a), str(c)]) == 0
+    out = capsys.readouterr().out
+    assert "| motivation | ok → not run | — → — | — | — |" in out and "removed" not in out
     assert main(["compare", str(a), str(bad)]) == 2
     assert "cannot compare" in capsys.readouterr().err
     assert main(["compare"]) == 2
