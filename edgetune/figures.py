@@ -92,6 +92,17 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
+# Columns that measure this machine (wall times, latencies, peak memory): they change from run to run, so tracked
+# tables never hold them; `SectionOutputs` writes the whole table, with them, under runs/host/ instead.
+HOST_COLUMNS = frozenset(
+    {
+        "host_latency_ms", "seconds", "assembling_seconds", "e2e_seconds", "greedy_ms", "exact_ms", "train_s",
+        "memory_mb", "controller_s", "schedule_s", "search_s", "lora_train_s", "strato_train_s",
+        "overhead_vs_lora", "search_vs_lora",
+    }
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class SectionOutputs:
     """Where one section's run at one profile writes; a notebook makes one and names neither again.
@@ -110,15 +121,32 @@ class SectionOutputs:
     def folder(self) -> Path:
         return figures_dir(self.profile, self.section)
 
-    def figure(self, fig: plt.Figure, name: str, data: pd.DataFrame, formats: tuple[str, ...] = ("png",)) -> Path:
-        return save_figure(fig, self.section, name, data, formats, profile=self.profile)
+    def figure(
+        self, fig: plt.Figure, name: str, data: pd.DataFrame, formats: tuple[str, ...] = ("png",), host: bool = False
+    ) -> Path:
+        """Save a figure and its data; `host=True` for a figure of this machine's timings (kept under runs/host/).
+        Host columns never reach the tracked CSV."""
+        if host:
+            folder = host_dir(self.profile, self.section)
+            for fmt in formats:
+                atomic_write(folder / f"{name}.{fmt}", lambda tmp, f=fmt: _savefig(fig, tmp, f))
+            return _write_table(data, folder, name, ".4g").with_suffix(f".{formats[0]}")
+        return save_figure(fig, self.section, name, _tracked(data, self, name), formats, profile=self.profile)
 
     def table(self, df: pd.DataFrame, name: str, floatfmt: str = ".4g") -> Path:
-        return write_table(df, self.section, name, floatfmt, profile=self.profile)
+        """figures/<profile>/<section>/<name>.csv + .md without host columns (the full table goes to runs/host/)."""
+        return write_table(_tracked(df, self, name), self.section, name, floatfmt, profile=self.profile)
 
     def host_table(self, df: pd.DataFrame, name: str, floatfmt: str = ".4g") -> Path:
         """A table of this machine's timings: under runs/host/, never in the tracked figures/."""
         return _write_table(df, host_dir(self.profile, self.section), name, floatfmt)
+
+
+def _tracked(df: pd.DataFrame, out: SectionOutputs, name: str) -> pd.DataFrame:
+    host = [c for c in df.columns if c in HOST_COLUMNS]
+    if host:
+        out.host_table(df, name)
+    return df.drop(columns=host)
 
 
 def config_table(cfg, columns: int = 3):

@@ -112,6 +112,19 @@ def test_outputs_are_written_with_ordinary_permissions():
     assert not (out.folder / "timing.csv").exists(), "host timings stay out of figures/"
 
 
+def test_host_timings_never_reach_tracked_files():
+    out = SectionOutputs("assembling", "smoke")
+    df = pd.DataFrame({"data": [1.0, 0.5], "accuracy": [0.7, 0.6], "e2e_seconds": [12.5, 13.1]})
+    out.table(df, "efficiency")
+    out.figure(_figure(pd.DataFrame({"x": [1], "y": [2]})), "curve", df)
+    out.figure(_figure(pd.DataFrame({"x": [1], "y": [2]})), "overhead", df, host=True)
+    assert (out.folder / "efficiency.csv").read_text() == "data,accuracy\n1,0.7\n0.5,0.6\n"
+    assert "e2e_seconds" not in (out.folder / "curve.csv").read_text()
+    host = runs_dir() / "host" / "smoke" / "assembling"
+    assert "e2e_seconds" in (host / "efficiency.csv").read_text() and (host / "overhead.png").exists()
+    assert not (out.folder / "overhead.png").exists() and not (out.folder / "overhead.csv").exists()
+
+
 def test_config_table_is_compact():
     from edgetune import motivation
 

@@ -76,7 +76,7 @@ def test_profiles_build_one_run_config_per_task_seed_method():
     assert run.peft.strato.search_seed == cfg.seeds[0]  # one search per task, shared by the seeds
     assert config("gpu").run_config("mmlu", 43, "strato").peft.strato.search_seed is None
     paper = PROFILES["paper"].run_config("humaneval", 42, "lora")
-    assert paper.task.source.endswith("HumanEval.jsonl") and paper.model.path == "model/llama"
+    assert paper.task.source.endswith("/data/HumanEval.jsonl") and paper.model.path.endswith("/model/llama")
     with pytest.raises(ValueError, match="must include 'lora'"):
         config("smoke", methods=("dora",))
 
@@ -115,3 +115,19 @@ def test_fast_dev_run_writes_one_result_with_tensorboard_logs(tmp_path, monkeypa
     assert result["metrics"]["search_controller_parameters"] == 10_187
     assert list((result_path.parent / "tensorboard").glob("events.out.tfevents.*"))
     assert len(list(tmp_path.glob("cache/strato-search-*/archive.json"))) == 1
+
+
+def test_paper_profile_runs_validate_for_every_method_from_any_folder(tmp_path, monkeypatch):
+    from edgetune import strato
+    from edgetune.paths import root
+    from edgetune.strato.train import method_spec
+
+    monkeypatch.chdir(tmp_path)  # e.g. a kernel in notebooks/, or any other folder
+    cfg = strato.config("paper")
+    for method in cfg.methods:
+        run = cfg.run_config("humaneval", cfg.seeds[0], method)
+        spec = method_spec(run)  # validates the method's hyper-parameters (AdaLoRA: 0 < target_r ≤ init_r)
+        assert spec.method == method and run.peft.init_r == 24 and run.peft.target_r == cfg.rank == 16
+        assert run.model.path == str(root() / "model" / "llama")
+        assert run.task.source == str(root() / "data" / "HumanEval.jsonl")
+    assert strato.config("default").run_config("mmlu", 42, "adalora").peft.init_r == 12  # unchanged where rank is 8

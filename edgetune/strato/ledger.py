@@ -65,7 +65,6 @@ def claims_rows(profile: str, table: pd.DataFrame, crit: pd.DataFrame, controlle
             reproduced_value=f"{controller_parameters:,}",
             profile=profile,
             holds=bool(0 < controller_parameters <= 500_000),
-            figures=("controller_overhead",),
         ),
     ]
     for method, paper, note in (
