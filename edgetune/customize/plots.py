@@ -70,22 +70,30 @@ def header_size_figure(sizes: pd.DataFrame) -> plt.Figure:
     vmin, vmax = float(sizes.accuracy.min()), float(sizes.accuracy.max())
     for k, (ax, name) in enumerate(zip(axes, backbones, strict=True)):
         table = sizes[sizes.backbone == name].pivot(index="nodes", columns="layers", values="accuracy")
-        last = k == len(backbones) - 1
-        sns.heatmap(
-            table,
-            annot=True,
-            fmt=".3f",
-            cmap="mako",
-            ax=ax,
-            vmin=vmin,
-            vmax=vmax,
-            cbar=last,
-            cbar_ax=cax if last else None,
-            cbar_kws={"label": "top-1 accuracy"},
+        _shared_heatmap(
+            table, ax, cax if k == len(backbones) - 1 else None, (vmin, vmax), "top-1 accuracy", ".3f", "mako"
         )
         ax.set(title=f"backbone {name}", xlabel="layers U", ylabel="cells per layer B" if k == 0 else "")
     fig.tight_layout()
     return fig
+
+
+def _shared_heatmap(table, ax, cax, limits, label: str, fmt: str, cmap: str, fontsize: float | None = None) -> None:
+    """One annotated panel of a row that shares a colour scale (`limits`); the colorbar is drawn where `cax` is
+    given (the last panel)."""
+    sns.heatmap(
+        table,
+        annot=True,
+        fmt=fmt,
+        cmap=cmap,
+        ax=ax,
+        vmin=limits[0],
+        vmax=limits[1],
+        cbar=cax is not None,
+        cbar_ax=cax,
+        cbar_kws={"label": label},
+        annot_kws={"fontsize": fontsize} if fontsize else None,
+    )
 
 
 def similarity_figure(weights: dict[str, pd.DataFrame]) -> plt.Figure:
@@ -94,21 +102,9 @@ def similarity_figure(weights: dict[str, pd.DataFrame]) -> plt.Figure:
     fig, axes, cax = _panels_with_colorbar(len(weights), 3.8, 3.2)
     vmax = max(1.0, *(float(table.to_numpy().max()) for table in weights.values()))
     devices = max(table.shape[1] for table in weights.values())
+    label = f"mixing weight (uniform = 1/{devices} = {1 / devices:.3f})"
     for k, (ax, (name, table)) in enumerate(zip(axes, weights.items(), strict=True)):
-        last = k == len(weights) - 1
-        sns.heatmap(
-            table,
-            annot=True,
-            fmt=".4f",
-            cmap="rocket_r",
-            ax=ax,
-            vmin=0,
-            vmax=vmax,
-            cbar=last,
-            cbar_ax=cax if last else None,
-            cbar_kws={"label": f"mixing weight (uniform = 1/{devices} = {1 / devices:.3f})"},
-            annot_kws={"fontsize": 7},
-        )
+        _shared_heatmap(table, ax, cax if k == len(weights) - 1 else None, (0, vmax), label, ".4f", "rocket_r", 7)
         ax.set(title=f"W ({name})", xlabel="device", ylabel="device" if k == 0 else "")
     fig.tight_layout()
     return fig
