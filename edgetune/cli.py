@@ -387,12 +387,12 @@ def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 def _summary(manifest: dict[str, Any], path: Path, report: Path) -> str:
     from edgetune.claims import tally
+    from edgetune.report import format_budget, format_time
 
     lines = [f"\nedgetune reproduce — {manifest['profile']} profile, reproduction {manifest['id']}", ""]
     lines.append(f"{'section':<14} {'status':<11} {'time':>9} {'budget':>9}  claims holding")
     for section, e in manifest["sections"].items():
-        time_s = f"{e['duration_s']:.1f} s" if e.get("duration_s") is not None else "—"
-        budget = "—" if e.get("budget_s") is None else f"{'≤' if e['within_budget'] else '>'} {e['budget_s']:.0f} s"
+        time_s, budget = format_time(e), format_budget(e)
         held = tally([c["holds"] for c in e.get("claims") or []])
         lines.append(f"{section:<14} {e['status']:<11} {time_s:>9} {budget:>9}  {held}")
     lines += ["", f"report:   {display_path(report)}", f"manifest: {display_path(path)}"]

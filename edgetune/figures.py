@@ -56,7 +56,10 @@ def save_figure(
         raise ValueError(f"formats {sorted(unknown) or formats} not supported; choose from {sorted(METADATA)}")
     if not isinstance(data, pd.DataFrame) or data.empty:
         raise ValueError(f"figure {section}/{name}: `data` must be a non-empty DataFrame of the plotted values")
-    folder = figures_dir(profile, section)
+    return _save(fig, figures_dir(profile, section), name, data, formats)
+
+
+def _save(fig: plt.Figure, folder: Path, name: str, data: pd.DataFrame, formats: tuple[str, ...]) -> Path:
     for fmt in formats:
         atomic_write(folder / f"{name}.{fmt}", lambda tmp, f=fmt: _savefig(fig, tmp, f))
     write_text(folder / f"{name}.csv", data.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
@@ -127,10 +130,7 @@ class SectionOutputs:
         """Save a figure and its data; `host=True` for a figure of this machine's timings (kept under runs/host/).
         Host columns never reach the tracked CSV."""
         if host:
-            folder = host_dir(self.profile, self.section)
-            for fmt in formats:
-                atomic_write(folder / f"{name}.{fmt}", lambda tmp, f=fmt: _savefig(fig, tmp, f))
-            return _write_table(data, folder, name, ".4g").with_suffix(f".{formats[0]}")
+            return _save(fig, host_dir(self.profile, self.section), name, data, formats)
         return save_figure(fig, self.section, name, _tracked(data, self, name), formats, profile=self.profile)
 
     def table(self, df: pd.DataFrame, name: str, floatfmt: str = ".4g") -> Path:

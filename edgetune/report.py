@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from edgetune.claims import VERDICTS, load_ledger, tally
+from edgetune.figures import markdown_table
 from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
 from edgetune.runs.io import write_text
 
@@ -63,8 +66,8 @@ def render(profile: str, folder: Path) -> str:
         manifest, entry = entries.get(section, ({}, {}))
         rows = ledger[ledger.section == section]
         out.append(
-            f"| [{section}](#{section}) | {entry.get('status', 'not run here')} | {_time(entry)} | {_budget(entry)} "
-            f"| {tally(list(rows.holds))} | {manifest.get('id', '—')} |"
+            f"| [{section}](#{section}) | {entry.get('status', 'not run here')} | {format_time(entry)} "
+            f"| {format_budget(entry)} | {tally(list(rows.holds))} | {manifest.get('id', '—')} |"
         )
     out += ["", *_environment(entries), ""]
     for section in SECTIONS:
@@ -80,8 +83,8 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
     if entry:
         notebook = entry.get("executed_notebook", "")
         out.append(
-            f"Status **{entry['status']}** in {_time(entry)} ({_budget(entry, long=True)}). Executed notebook: "
-            f"[`{notebook}`]({_link(notebook, folder)}) (kept under `runs/`, not tracked)."
+            f"Status **{entry['status']}** in {format_time(entry)} ({format_budget(entry, long=True)}). "
+            f"Executed notebook: [`{notebook}`]({_link(notebook, folder)}) (kept under `runs/`, not tracked)."
             + (f" Error: `{entry['error']}`" if entry.get("error") else "")
         )
         overrides = {k: v for k, v in entry.get("parameters", {}).items() if k not in ("profile", "force")}
@@ -103,10 +106,7 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
         out += [
             f"### {MARKS[verdict]}: {row.claim}",
             "",
-            "| paper | reproduced here |",
-            "|---|---|",
-            f"| {_cell(row.paper_value)} | {_cell(row.reproduced_value)} |",
-            "",
+            markdown_table(pd.DataFrame({"paper": [row.paper_value], "reproduced here": [row.reproduced_value]})),
         ]
         if row.note:
             out += [f"*{row.note}*", ""]
@@ -148,15 +148,11 @@ def _link(path: str, folder: Path) -> str:
     return Path(os.path.relpath(target, folder)).as_posix()
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _time(entry: dict[str, Any]) -> str:
+def format_time(entry: dict[str, Any]) -> str:
     return f"{entry['duration_s']:.1f} s" if entry.get("duration_s") is not None else "—"
 
 
-def _budget(entry: dict[str, Any], long: bool = False) -> str:
+def format_budget(entry: dict[str, Any], long: bool = False) -> str:
     if entry.get("budget_s") is None:
         return "no budget" if long else "—"
     ok = entry["within_budget"]
@@ -188,13 +184,13 @@ def compare(path_a: Path, path_b: Path) -> str:
             continue
         if not ea or not eb:  # run in one reproduction only: nothing to compare
             out.append(f"| {section} | {(ea or {}).get('status', 'not run')} → {(eb or {}).get('status', 'not run')} "
-                       f"| {_time(ea or {})} → {_time(eb or {})} | — | — |")  # fmt: skip
+                       f"| {format_time(ea or {})} → {format_time(eb or {})} | — | — |")  # fmt: skip
             continue
         files = _file_changes(ea.get("files") or {}, eb.get("files") or {})
         claims = _claim_changes(ea.get("claims") or [], eb.get("claims") or [])
         params = _parameter_changes(ea.get("parameters") or {}, eb.get("parameters") or {})
         out.append(
-            f"| {section} | {ea.get('status', '—')} → {eb.get('status', '—')} | {_time(ea)} → {_time(eb)}"
+            f"| {section} | {ea.get('status', '—')} → {eb.get('status', '—')} | {format_time(ea)} → {format_time(eb)}"
             f"{_ratio(ea, eb)} | {len(files)} | {len(claims)} |"
         )
         if files or claims or params:

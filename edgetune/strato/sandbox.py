@@ -88,7 +88,7 @@ RUNNER = textwrap.dedent(
         write(result_fd, b"R")  # started: the sandbox was set up
         nonce = read(nonce_fd, 64)
         close(nonce_fd)
-        compile_, exec_, callable_, type_, isinstance_, dict_ = compile, exec, callable, type, isinstance, dict
+        compile_, exec_, callable_, type_, dict_ = compile, exec, callable, type, dict
         sys_, modules_dict = sys, sys.modules
         plain, containers = (int, float, complex, str, bytes, bool, type(None)), (list, tuple, set, frozenset)
         pristine = dict_(builtins.__dict__)
@@ -113,7 +113,7 @@ RUNNER = textwrap.dedent(
             return value
 
         if guard == "on":
-            _guard(frozenset, isinstance_, str, ValueError, AttributeError, PermissionError)
+            _guard(frozenset, ValueError, AttributeError, PermissionError)
         try:
             namespace = {"__name__": "__main__", "__builtins__": builtins}
             exec_(program, namespace)
@@ -139,7 +139,7 @@ RUNNER = textwrap.dedent(
         write(result_fd, nonce)
         exit_(0)
 
-    def _guard(frozenset, isinstance, str, ValueError, AttributeError, PermissionError):
+    def _guard(frozenset, ValueError, AttributeError, PermissionError):
         # No frame object may reach the completion: from any frame, f_back leads to the runner's, which holds the
         # nonce. Frames are refused with the exceptions the standard library already expects where it looks for
         # one (collections.namedtuple, typing), so that code keeps working.
