@@ -73,6 +73,7 @@ def _pareto_table() -> pd.DataFrame:
                     "method": method,
                     "score": 20.0 + 2 * k,
                     "score_std": 1.0,
+                    "items": {"mmlu": 96, "gsm8k": 96, "humaneval": 164}[task],
                     "params": 20000 + 7000 * k,
                     "train_flops": base * (0.92 + 0.06 * k),
                 }
@@ -83,7 +84,8 @@ def _pareto_table() -> pd.DataFrame:
 def test_pareto_has_a_chance_line_per_task_and_readable_log_ticks():
     table = _pareto_table()
     fig = strato_plots.pareto_figure(table, "train_flops", "training FLOPs")
-    expected = {"mmlu": 25.0, "gsm8k": 0.0, "humaneval": 0.0}
+    expected = {"mmlu (n = 96)": 25.0, "gsm8k (n = 96)": 0.0, "humaneval (n = 164)": 0.0}  # items in the titles
+    assert [ax.get_title() for ax in fig.axes] == list(expected)
     for ax in fig.axes:
         chance = [line for line in ax.get_lines() if line.get_label() == "chance"]
         assert len(chance) == 1, ax.get_title()

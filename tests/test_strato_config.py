@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgetune.strato.config import PROFILES, RunConfig, config, from_dict, load_config, parse_override, to_yaml
+from edgetune.strato.config import METHODS, PROFILES, RunConfig, config, from_dict, load_config, parse_override, to_yaml
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "edgetune" / "strato" / "configs").glob("*.yaml"))
 
@@ -149,3 +149,112 @@ def test_without_a_placed_file_the_paper_profile_reads_the_published_humaneval(t
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "HumanEval.jsonl").write_text("")
     assert config("paper").run_config("humaneval", 42, "lora").task.source == str(tmp_path / "data" / "HumanEval.jsonl")
+
+
+def _paper_project(root):
+    """A project folder as a paper-profile user has it: a Llama checkpoint (tiny, random, saved by
+    `save_pretrained` with its tokenizer) under model/llama, real-format MMLU and GSM8K under data/."""
+    import csv
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from edgetune.strato import lm, tasks
+
+    tokenizer = lm.train_tokenizer(tasks.pretraining_corpus(documents=200), vocab_size=300)
+    shape = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+    )
+    LlamaForCausalLM(shape).save_pretrained(root / "model" / "llama")
+    tokenizer.save_pretrained(root / "model" / "llama")
+    for split, rows in (("dev", 4), ("val", 4), ("test", 6)):
+        (root / "data" / "mmlu" / split).mkdir(parents=True)
+        with (root / "data" / "mmlu" / split / f"virology_{split}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([f"Question {i}?", "a", "b", "c", "d", "ABCD"[i % 4]] for i in range(rows))
+    (root / "data" / "gsm8k").mkdir()
+    for name, n in (("train.jsonl", 300), ("test.jsonl", 5)):
+        lines = [
+            json.dumps({"question": f"{i} + 2?", "answer": f"{i} + 2 = <<{i}+2={i + 2}>>{i + 2}\n#### {i + 2}"})
+            for i in range(n)
+        ]
+        (root / "data" / "gsm8k" / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def paper_project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    _paper_project(root)
+    return root
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("method", METHODS)
+def test_dry_run_validates_every_profile_and_method_on_every_task(
+    profile, method, paper_project, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from edgetune.strato.__main__ import main
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(paper_project))  # paths resolve against the project root,
+    monkeypatch.chdir(tmp_path)  # not the working directory
+    for task in PROFILES[profile].tasks:
+        assert main(["--profile", profile, "--task", task, "--method", method, "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        checked = json.loads(out[out.index("{\n") :])
+        assert (checked["method"], checked["task"]) == (method, task)
+        assert checked["layers"] == (2 if profile == "paper" else 4 if profile != "gpu" else 6)
+        if task == "humaneval" and profile == "paper":
+            assert checked["items"] == {"train": 132, "dev": 16, "test": 16}  # the published 164, packaged
+        if task == "mmlu":
+            assert checked["max_new_tokens"] is None  # letters are scored by likelihood, nothing is generated
+        else:
+            assert checked["max_new_tokens"] > 16
+
+
+def test_dry_run_names_a_missing_checkpoint_and_a_missing_task_file(tmp_path, monkeypatch, capsys):
+    from edgetune.strato.__main__ import main
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint at {tmp_path}/model/llama"):
+        main(["--profile", "paper", "--task", "mmlu", "--dry-run"])
+    _paper_project(tmp_path)
+    (tmp_path / "data" / "gsm8k" / "test.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=f"GSM8K file not found: {tmp_path}/data/gsm8k/test.jsonl"):
+        main(["--profile", "paper", "--task", "gsm8k", "--dry-run"])
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(CONFIGS[0]), "--method", "dora", "--dry-run"])
+    assert e.value.code == 2 and "--task and --method go with --profile" in capsys.readouterr().err
+
+
+def test_cache_keys_follow_file_contents_not_paths(paper_project, tmp_path, monkeypatch):
+    import shutil
+
+    from edgetune.runs.cache import config_hash
+    from edgetune.strato.search import search_key
+    from edgetune.strato.train import keyed
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(paper_project))
+    run = PROFILES["paper"].run_config("gsm8k", 42, "strato")
+    key = config_hash(keyed(run.to_dict()))
+    search = config_hash(search_key(run))
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(paper_project, copy)
+    monkeypatch.setenv("EDGETUNE_ROOT", str(copy))
+    moved = PROFILES["paper"].run_config("gsm8k", 42, "strato")
+    assert moved.model.path != run.model.path
+    assert config_hash(keyed(moved.to_dict())) == key and config_hash(search_key(moved)) == search  # same bytes
+    test_file = copy / "data" / "gsm8k" / "test.jsonl"
+    test_file.write_text(test_file.read_text().replace("#### 6", "#### 7"))  # one answer changed, same path
+    assert config_hash(keyed(moved.to_dict())) != key and config_hash(search_key(moved)) != search
+    test_file.write_text(test_file.read_text().replace("#### 7", "#### 6"))
+    assert config_hash(keyed(moved.to_dict())) == key
+    weights = copy / "model" / "llama" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")  # one weight byte changed
+    assert config_hash(keyed(moved.to_dict())) != key

@@ -151,14 +151,14 @@ def test_score_choice_picks_the_likeliest_letter_continuation(tokenizer):
     examples = [Example(f"Question {i}\nAnswer:", f" {r}", r) for i, r in enumerate("BBAC")]
     b_token = tokenizer(" B", add_special_tokens=False)["input_ids"][-1]  # where " B" is two tokens, the second decides
     stub = FixedLogits(len(tokenizer), b_token)
-    assert score(stub, "choice", examples, tokenizer, context=48, device=CPU) == 50.0
+    assert score(stub, "choice", examples, tokenizer, context=48, device=CPU, max_new_tokens=1) == lm.Score(50.0, 4)
 
 
 def test_score_works_through_a_peft_lora_wrapper(tokenizer, model):
     wrapped = get_peft_model(build_lm(TINY, tokenizer, seed=0), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     examples = [Example(f"Question: what is {i} + 1?\nAnswer:", f" {r}", r) for i, r in enumerate("ABCDAB")]
-    base = score(model, "choice", examples, tokenizer, context=48, device=CPU)
-    assert score(wrapped, "choice", examples, tokenizer, context=48, device=CPU) == base
+    base = score(model, "choice", examples, tokenizer, context=48, device=CPU, max_new_tokens=1)
+    assert score(wrapped, "choice", examples, tokenizer, context=48, device=CPU, max_new_tokens=1) == base
     prompts = [lm._prompt_ids(tokenizer, ex.prompt, 46) for ex in examples[:2]]
     greedy = dict(max_new_tokens=5, context=48, stop=lambda _: False, device=CPU)
     assert lm._greedy(wrapped, prompts, tokenizer, **greedy) == lm._greedy(model, prompts, tokenizer, **greedy)
@@ -178,7 +178,10 @@ def test_score_number_extracts_the_answer(tokenizer, monkeypatch):
     examples = [Example("Q1", "", "18"), Example("Q2", "", "1200"), Example("Q3", "", "7"), Example("Q4", "", "5")]
     outputs = ["3 + 15 = 18\n#### 18", "It costs 1,200 dollars.", "#### 8 not 7", "no idea"]
     monkeypatch.setattr(lm, "_greedy", lambda *a, **k: outputs)
-    assert score(FixedLogits(len(tokenizer), 0), "number", examples, tokenizer, context=48, device=CPU) == 50.0
+    scored = score(
+        FixedLogits(len(tokenizer), 0), "number", examples, tokenizer, context=48, device=CPU, max_new_tokens=8
+    )
+    assert scored == lm.Score(25.0, 4, flexible=75.0)  # strict needs "#### "; "1,200" and "7" only match leniently
     assert lm._number_done("so 18\n#### 18\n") and not lm._number_done("so 18\n#### 18")
 
 
@@ -187,9 +190,19 @@ def test_score_code_runs_the_completion_in_the_sandbox(tokenizer, monkeypatch):
     tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
     examples = [Example(prompt, "", tests, entry_point="add")]
     monkeypatch.setattr(lm, "_greedy", lambda *a, **k: ["    return a + b\n\nprint(undefined_name)\n"])
-    assert score(FixedLogits(len(tokenizer), 0), "code", examples, tokenizer, context=48, device=CPU) == 100.0
+    assert (
+        score(
+            FixedLogits(len(tokenizer), 0), "code", examples, tokenizer, context=48, device=CPU, max_new_tokens=8
+        ).points
+        == 100.0
+    )
     monkeypatch.setattr(lm, "_greedy", lambda *a, **k: ["    return a - b\n"])
-    assert score(FixedLogits(len(tokenizer), 0), "code", examples, tokenizer, context=48, device=CPU) == 0.0
+    assert (
+        score(
+            FixedLogits(len(tokenizer), 0), "code", examples, tokenizer, context=48, device=CPU, max_new_tokens=8
+        ).points
+        == 0.0
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from edgetune.strato.spec import TASKS
 from edgetune.strato.tasks import (
     CHOICES,
     embedded_task,
-    extract_number,
+    flexible_number,
+    strict_number,
     load_task,
     pretraining_corpus,
     read_gsm8k,
@@ -122,7 +123,7 @@ def test_gsm8k_worked_steps_are_right():
         steps, result = e.answer.split(" #### ")
         for a, op, b, c in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", steps):
             assert int(c) == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
-        assert result == e.reference == extract_number(e.answer) and 0 <= int(result) <= 99
+        assert result == e.reference == strict_number(e.answer) and 0 <= int(result) <= 99
         assert steps.rstrip(".").split(" = ")[-1] == result
 
 
@@ -142,22 +143,23 @@ def test_humaneval_solutions_pass_their_tests():
 
 
 @pytest.mark.parametrize(
-    "text,expected",
+    "text,strict,flexible",
     [
-        (" 3 + 4 = 7 #### 7", "7"),
-        ("so 12 #### 1,234", "1234"),
-        ("#### -3", "-3"),
-        ("first 5 #### 8 then 9", "8"),
-        ("The answer is 7.0.", "7"),
-        ("costs $2.50 or 3", "3"),
-        ("costs $2.50", "2.5"),
-        ("#### nothing after", None),
-        ("no digits", None),
-        ("", None),
+        (" 3 + 4 = 7 #### 7", "7", "7"),
+        ("so 12 #### 1,234", "1234", "1234"),
+        ("#### -3", "-3", "-3"),
+        ("first 5 #### 8 then 9", "8", "9"),
+        ("The answer is 7.0.", None, "7"),
+        ("costs $2.50 or 3", None, "3"),
+        ("costs $2.50", None, "2.5"),
+        ("#### nothing after", None, None),
+        ("####12", None, "12"),
+        ("no digits", None, None),
+        ("", None, None),
     ],
 )
-def test_extract_number(text, expected):
-    assert extract_number(text) == expected
+def test_strict_and_flexible_numbers(text, strict, flexible):
+    assert (strict_number(text), flexible_number(text)) == (strict, flexible)
 
 
 def test_bad_arguments_are_named():
@@ -250,7 +252,7 @@ def test_read_gsm8k(tmp_path):
     assert [e.prompt for e in task.dev] == ["Question: Q3?\nAnswer:", "Question: Q4?\nAnswer:"]  # the last of train
     assert task.train[0].answer == " She has 0+1=1.\n#### 1" and task.train[0].reference == "1"
     assert task.test[0].reference == "1234" and "<<" not in task.test[0].answer
-    assert extract_number(task.test[0].answer) == task.test[0].reference
+    assert strict_number(task.test[0].answer) == task.test[0].reference
     assert load_task("gsm8k", tmp_path / "gsm8k", dev=1) == read_gsm8k(tmp_path / "gsm8k", dev=1)
     with pytest.raises(ValueError, match="dev=5; expected fewer than the 5 items"):
         read_gsm8k(tmp_path / "gsm8k", dev=5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,34 @@ def config_hash(config: Any) -> str:
     """A short, stable hash of a resolved config (canonical JSON: sorted keys, tuples as lists)."""
     canonical = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_DIGESTS: dict[tuple, str] = {}
+MEMO_BYTES = 64 * 2**20
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (their relative paths and contents, in sorted order): what a
+    cache key holds for a checkpoint or a data file, so a file replaced at the same path is a new key and the same
+    bytes at another path are the same key. Files of at least `MEMO_BYTES` are memoized per process by path, size,
+    inode and modification time, so a 13 GB checkpoint is read once per process; smaller ones are always read (a
+    file rewritten within the clock tick of file times could keep all four)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(path).as_posix()}\0{content_digest(f)}\n".encode())
+        return h.hexdigest()
+    stat = path.stat()  # FileNotFoundError names the path
+    memo = (str(path.resolve()), stat.st_size, stat.st_ino, stat.st_mtime_ns)
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if stat.st_size >= MEMO_BYTES:
+        _DIGESTS[memo] = digest
+    return digest
 
 
 def stage_dir(stage: str, config: Any, cache_dir: Path | None = None) -> Path:

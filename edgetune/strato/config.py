@@ -18,11 +18,12 @@ import yaml
 
 from edgetune.paths import root
 from edgetune.profiles import resolve
+from edgetune.runs.cache import content_digest
 from edgetune.strato.spec import TASKS
 
 METHODS = ("lora", "rslora", "lora_mlp", "adalora", "dora", "strato")
 DEVICE_TYPES = ("auto", "cuda", "rocm", "mps", "cpu")
-REAL_FILES = {"mmlu": "mmlu", "gsm8k": "gsm8k", "humaneval": "HumanEval.jsonl"}  # under the paper profile's data/
+SCORE_ON = ("test", "all")
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,16 @@ class PeftSection:
 
 @dataclass(frozen=True)
 class TaskSection:
-    """`source` is "embedded" or a path: an MMLU folder of CSVs, a GSM8K folder of JSONL, a HumanEval JSONL file."""
+    """`source` is "embedded" or a path: an MMLU folder of CSVs, a GSM8K folder of JSONL, a HumanEval JSONL file.
+    `score_on` is the split the final score is measured on: "test", or "all" (train + dev + test: HumanEval's 164
+    problems as published, though the run fine-tuned on its train split)."""
 
     name: str = "mmlu"
     source: str = "embedded"
     train: int = 512
     dev: int = 64
     test: int = 128
+    score_on: str = "test"
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class TrainingSection:
     weight_decay: float = 0.0
     gradient_accumulation_steps: int = 1
     eval_every: int = 25
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = None  # None: set from the task's data (lm.generation_budget)
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,13 @@ class RunConfig:
                 f"one of {DEVICE_TYPES}",
             ),
             (self.peft.rank > 0, "peft.rank", self.peft.rank, "a positive integer"),
+            (self.task.score_on in SCORE_ON, "task.score_on", self.task.score_on, f"one of {SCORE_ON}"),
+            (
+                self.training.max_new_tokens is None or self.training.max_new_tokens > 0,
+                "training.max_new_tokens",
+                self.training.max_new_tokens,
+                "None (from the data) or a positive integer",
+            ),
             (self.training.steps > 0, "training.steps", self.training.steps, "a positive integer"),
             (self.training.batch_size > 0, "training.batch_size", self.training.batch_size, "a positive integer"),
             (self.training.lr > 0, "training.lr", self.training.lr, "a positive float"),
@@ -263,6 +274,24 @@ def to_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
+def keyed(data: dict) -> dict:
+    """A config dict for a cache key: the checkpoint folder (`model.path`) and the task's files (`task.source`) by
+    the SHA-256 of their contents instead of their paths, so replacing a file at the same path is a new key and the
+    same files elsewhere reuse results."""
+    out = {**data}
+    if "model" in out and out["model"].get("path"):
+        out["model"] = {**out["model"], "path": _digest("model.path", out["model"]["path"])}
+    if "task" in out and out["task"].get("source", "embedded") != "embedded":
+        out["task"] = {**out["task"], "source": _digest("task.source", out["task"]["source"])}
+    return out
+
+
+def _digest(key: str, path: str) -> str:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{key}={path!r}: no such file or folder")
+    return "sha256:" + content_digest(path)
+
+
 # --- the notebook's profiles --------------------------------------------------------------------------------
 
 
@@ -292,6 +321,8 @@ class PeftComparisonConfig:
     proxy_steps: int = 25
     schedule_every: int = 25
     search_every_seed: bool = False  # False: one controller search per task (first seed), reused for every seed
+    score_on: str = "test"  # "test", or "all": every item of every split (HumanEval's 164 problems as published)
+    max_new_tokens: int | None = None  # generation budget; None: set per task from its longest reference answer
     workers: int = 2  # runs in parallel processes
 
     def __post_init__(self):
@@ -305,6 +336,9 @@ class PeftComparisonConfig:
             raise ValueError(f"methods={self.methods} must include 'lora': every criterion is relative to it")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        for task in self.tasks:  # every run's config validates now, before any work starts
+            for method in self.methods:
+                self.run_config(task, self.seeds[0], method)
 
     def run_config(self, task: str, seed: int, method: str) -> RunConfig:
         source = "embedded"
@@ -333,9 +367,20 @@ class PeftComparisonConfig:
                     search_seed=None if self.search_every_seed else self.seeds[0],
                 ),
             ),
-            task=TaskSection(name=task, source=source, train=self.train_size, dev=self.dev_size, test=self.test_size),
+            task=TaskSection(
+                name=task,
+                source=source,
+                train=self.train_size,
+                dev=self.dev_size,
+                test=self.test_size,
+                score_on=self.score_on,
+            ),
             training=TrainingSection(
-                steps=self.steps, batch_size=self.batch_size, lr=self.lr, eval_every=self.eval_every
+                steps=self.steps,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                eval_every=self.eval_every,
+                max_new_tokens=self.max_new_tokens,
             ),
             seed=seed,
         )

@@ -70,6 +70,8 @@ def _row(task: str, seed: int, method: str, m: dict, folder: str) -> dict:
         "seed": seed,
         "method": LABELS[method],
         "score": m["test_score"],
+        "items": m["test_items"],  # the number of items behind the score
+        "score_flexible": m["test_score_flexible"],  # GSM8K's lenient match beside the official strict score
         "params": m["params_adapter_final"],
         "params_training": m["params_trainable_peak"],
         "train_flops": m["train_flops"],
@@ -87,11 +89,15 @@ def _row(task: str, seed: int, method: str, m: dict, folder: str) -> dict:
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (across seeds, ddof 1) per task and method, with costs relative to LoRA's."""
+    """Mean and standard deviation (across seeds, ddof 1) per task and method, the number of items each score is
+    measured on, and costs relative to LoRA's. `score` is each task's official metric (GSM8K: the strict match
+    after "####"); `score_flexible` GSM8K's lenient match, empty for the other tasks."""
     grouped = runs.groupby(["task", "method"], sort=False)
     table = grouped.agg(
         score=("score", "mean"),
         score_std=("score", "std"),
+        items=("items", "first"),
+        score_flexible=("score_flexible", "mean"),
         params=("params", "mean"),
         params_training=("params_training", "mean"),
         train_flops=("train_flops", "mean"),

@@ -107,8 +107,9 @@ def build_lm(spec: LMSpec, tokenizer, *, seed: int) -> LlamaForCausalLM:
         return LlamaForCausalLM(config)
 
 
-def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32):
-    """A real pretrained Llama and its tokenizer from a local Hugging Face folder (nothing is downloaded)."""
+def check_checkpoint(path: str | Path) -> Path:
+    """`path` as a local Hugging Face Llama folder (config.json with model_type 'llama', weights, tokenizer), or an
+    error naming it and what was expected."""
     path = Path(path)
     expected = "a Hugging Face folder with config.json (model_type 'llama'), weights and tokenizer files"
     if not (path / "config.json").is_file():
@@ -120,6 +121,12 @@ def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32):
         raise FileNotFoundError(
             f"checkpoint {path} has no weights (*.safetensors or pytorch_model*.bin); expected {expected}"
         )
+    return path
+
+
+def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32):
+    """A real pretrained Llama and its tokenizer from a local Hugging Face folder (nothing is downloaded)."""
+    path = check_checkpoint(path)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:  # Llama tokenizers ship without one; padding is masked out anyway
@@ -289,6 +296,24 @@ def answer_token_accuracy(model, examples, tokenizer, *, context: int, device, b
     return 100.0 * right / max(total, 1)
 
 
+@dataclass(frozen=True)
+class Score:
+    """A test score in points (0–100) and the number of items behind it. `flexible` is GSM8K's lenient match (the
+    last number anywhere in the output), reported beside the official strict one (`points`); None elsewhere."""
+
+    points: float
+    items: int
+    flexible: float | None = None
+
+
+def generation_budget(examples: Sequence[Example], tokenizer, *, headroom: float = 1.5, slack: int = 16) -> int:
+    """New tokens to allow when generating answers to a task: `headroom` × the longest reference answer among
+    `examples` (in `tokenizer`'s tokens) + `slack`, so a model that writes the reference answer is never cut short,
+    and one that writes a little more than the reference (another worked solution, a helper line) has room too."""
+    longest = max((len(_tokens(tokenizer, ex.answer)) for ex in examples), default=0)
+    return math.ceil(headroom * longest) + slack
+
+
 def score(
     model,
     task_kind: str,
@@ -297,16 +322,17 @@ def score(
     *,
     context: int,
     device,
-    max_new_tokens: int = 32,
+    max_new_tokens: int,
     batch_size: int = 64,
     limits: sandbox.Limits = CODE_LIMITS,
-) -> float:
-    """The task metric in points (0–100): letter accuracy for "choice" (MMLU), exact number for "number" (GSM8K),
-    pass@1 in the sandbox for "code" (HumanEval). Generation is greedy."""
+) -> Score:
+    """The task metric over `examples`: letter accuracy for "choice" (MMLU), the official strict number match for
+    "number" (GSM8K; the flexible match beside it), pass@1 in the sandbox for "code" (HumanEval). Generation is
+    greedy, at most `max_new_tokens` new tokens (`generation_budget`), and never past the `context`."""
     if task_kind == "choice":
         with _evaluating(model):
             right = sum(_choices(model, chunk, tokenizer, context, device) for chunk in _batches(examples, batch_size))
-        return 100.0 * right / max(len(examples), 1)
+        return Score(100.0 * right / max(len(examples), 1), len(examples))
     if task_kind not in ("number", "code"):
         raise ValueError(f"unknown task kind {task_kind!r}; expected 'choice', 'number' or 'code'")
     stop = _number_done if task_kind == "number" else lambda text: _code_body(text)[1]
@@ -317,14 +343,23 @@ def score(
             texts += _greedy(
                 model, prompts, tokenizer, max_new_tokens=max_new_tokens, context=context, stop=stop, device=device
             )
+    return grade(task_kind, examples, texts, limits=limits)
+
+
+def grade(task_kind: str, examples, texts: Sequence[str], *, limits: sandbox.Limits = CODE_LIMITS) -> Score:
+    """Score generated `texts` (one per example, the text after its prompt) for a "number" or "code" task."""
+    n = max(len(examples), 1)
     if task_kind == "number":
-        right = sum(_same_number(tasks.extract_number(t), ex.reference) for t, ex in zip(texts, examples, strict=True))
-        return 100.0 * right / max(len(examples), 1)
+        strict = sum(_same_number(tasks.strict_number(t), ex.reference) for t, ex in zip(texts, examples, strict=True))
+        flexible = sum(_same_number(tasks.flexible_number(t), ex.reference) for t, ex in zip(texts, examples))
+        return Score(100.0 * strict / n, len(examples), flexible=100.0 * flexible / n)
+    if task_kind != "code":
+        raise ValueError(f"unknown task kind {task_kind!r} to grade; expected 'number' or 'code'")
     programs = [ex.prompt + _code_body(t)[0] for t, ex in zip(texts, examples, strict=True)]
     tests, entry_points = [ex.reference for ex in examples], [ex.entry_point for ex in examples]
     with ThreadPoolExecutor(max_workers=2) as pool:
         passed = sum(o.passed for o in pool.map(sandbox.passes, programs, tests, entry_points, repeat(limits)))
-    return 100.0 * passed / max(len(examples), 1)
+    return Score(100.0 * passed / n, len(examples))
 
 
 def _choices(model, examples, tokenizer, context: int, device) -> int:

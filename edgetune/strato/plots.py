@@ -60,7 +60,8 @@ def pareto_figure(table: pd.DataFrame, x: str, xlabel: str) -> plt.Figure:
         if chance is not None:
             handles["chance"] = ax.axhline(chance, color="0.45", ls="--", lw=0.9, zorder=0, label="chance")
         _log_cost_axis(ax, rows[x])
-        ax.set(xlabel=xlabel, ylabel="test score (points)", title=task)
+        items = ", ".join(str(n) for n in dict.fromkeys(rows["items"]))  # one count unless a run was cut short
+        ax.set(xlabel=xlabel, ylabel="test score (points)", title=f"{task} (n = {items})")
     labels = [m for m in (*methods, "chance") if m in handles]
     fig.tight_layout()
     fig.legend(

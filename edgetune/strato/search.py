@@ -20,7 +20,7 @@ import numpy as np
 
 from edgetune.runs import RunResult, cached, write_json
 from edgetune.strato import controller, cost, lm, methods, tasks
-from edgetune.strato.config import RunConfig
+from edgetune.strato.config import RunConfig, keyed
 from edgetune.strato.spec import ATTENTION, MODULES, Allocation, module_shapes
 
 
@@ -59,9 +59,10 @@ def search_key(config: RunConfig) -> dict:
     """What a search depends on: the base model, the task, the optimisation, the rank and the controller. Not the
     run's seed when `search_seed` is set, so seeds can share one search."""
     s = config.peft.strato
+    files = keyed({"model": dataclasses.asdict(config.model), "task": dataclasses.asdict(config.task)})
     return {
-        "model": dataclasses.asdict(config.model),
-        "task": dataclasses.asdict(config.task),
+        "model": files["model"],
+        "task": files["task"],
         "training": {k: getattr(config.training, k) for k in ("batch_size", "lr", "warmup_frac", "weight_decay")},
         "peft": {
             "rank": config.peft.rank,

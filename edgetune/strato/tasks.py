@@ -490,18 +490,31 @@ def pretraining_corpus(*, seed: int = 0, documents: int = 4000) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------- scoring
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+STRICT = re.compile(r"#### (-?[0-9.,]+)")  # the published GSM8K grader's pattern: a number right after "#### "
 
 
-def extract_number(text: str) -> str | None:
-    """GSM8K's final answer: the first number after the first "####" when there is one (None if nothing follows
-    it), else the last number in `text`. Commas are stripped and integral values lose their decimals: "1,234.0" →
-    "1234", "-3" → "-3", "7.50" → "7.5"."""
-    _, marker, tail = text.partition("####")
-    found = NUMBER.findall(tail if marker else text)
-    if not found:
+def _canonical(number: str) -> str | None:
+    """Commas stripped and integral values without decimals: "1,234.0" → "1234", "7.50" → "7.5"; None if `number`
+    is not a number once its commas and a trailing period are gone."""
+    try:
+        value = Decimal(number.replace(",", "").rstrip("."))
+    except ArithmeticError:
         return None
-    value = Decimal((found[0] if marker else found[-1]).replace(",", ""))
     return str(int(value)) if value == value.to_integral_value() else format(value.normalize(), "f")
+
+
+def strict_number(text: str) -> str | None:
+    """GSM8K's official answer: the number right after the first "#### " (as the published grader reads it), in
+    canonical form; None when the text has no "#### <number>"."""
+    found = STRICT.search(text)
+    return _canonical(found.group(1)) if found else None
+
+
+def flexible_number(text: str) -> str | None:
+    """A lenient answer: the last number anywhere in the text (lm-evaluation-harness's "flexible-extract"), in
+    canonical form; None if the text has no number. Reported beside the strict score, never instead of it."""
+    found = NUMBER.findall(text)
+    return _canonical(found[-1]) if found else None
 
 
 # ------------------------------------------------------------------------------------- real published files
@@ -579,7 +592,7 @@ def _gsm8k_file(path: Path) -> list[Example]:
     examples = []
     for line, record in _jsonl(_require(path, "GSM8K file", GSM8K_LAYOUT, folder=False), ("question", "answer")):
         answer = re.sub(r"<<[^>]*>>", "", record["answer"])  # calculator annotations: "<<3+4=7>>"
-        reference = extract_number(answer) if "####" in answer else None
+        reference = strict_number(answer)
         if reference is None:
             raise ValueError(f"{path}:{line}: answer without a number after '####'; expected '... #### <number>'")
         examples.append(Example(f"Question: {record['question']}\nAnswer:", " " + answer, reference))
@@ -603,18 +616,23 @@ def _unit_hash(key: str) -> float:
 
 
 def read_humaneval(path: str | os.PathLike, *, dev_fraction: float = 0.1, test_fraction: float = 0.1) -> TaskData:
-    """HumanEval's published JSONL (`HUMANEVAL_LAYOUT`), split by a stable hash of task_id: about `test_fraction`
-    of the problems to test, `dev_fraction` to dev, the rest to train, whatever the order of the lines."""
+    """HumanEval's published JSONL (`HUMANEVAL_LAYOUT`), split by a stable hash of task_id, whatever the order of
+    the lines: the round(`test_fraction` · n) problems of lowest hash go to test, the next round(`dev_fraction` · n)
+    to dev, the rest to train (164 problems → 16 / 16 / 132). Each split keeps the file's order."""
     if not (0 <= dev_fraction and 0 <= test_fraction and dev_fraction + test_fraction < 1):
         raise ValueError(
             f"dev_fraction={dev_fraction}, test_fraction={test_fraction}; expected fractions >= 0 summing to < 1"
         )
     fields = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+    records = [r for _, r in _jsonl(_require(Path(path), "HumanEval file", HUMANEVAL_LAYOUT, folder=False), fields)]
+    ranked = sorted(range(len(records)), key=lambda i: _unit_hash(records[i]["task_id"]))
+    n_test, n_dev = round(test_fraction * len(records)), round(dev_fraction * len(records))
+    split_of = {i: "test" if k < n_test else "dev" if k < n_test + n_dev else "train" for k, i in enumerate(ranked)}
     splits: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
-    for _, r in _jsonl(_require(Path(path), "HumanEval file", HUMANEVAL_LAYOUT, folder=False), fields):
-        u = _unit_hash(r["task_id"])
-        split = "test" if u < test_fraction else "dev" if u < test_fraction + dev_fraction else "train"
-        splits[split].append(Example(r["prompt"], r["canonical_solution"], r["test"], entry_point=r["entry_point"]))
+    for i, r in enumerate(records):
+        splits[split_of[i]].append(
+            Example(r["prompt"], r["canonical_solution"], r["test"], entry_point=r["entry_point"])
+        )
     return TaskData("humaneval", "code", *(tuple(splits[s]) for s in ("train", "dev", "test")))
 
 

@@ -22,7 +22,7 @@ import torch
 from edgetune.profiles import pick_device
 from edgetune.runs import Meter, RunResult, cached, write_json
 from edgetune.strato import cost, lm, methods, resize, tasks
-from edgetune.strato.config import RunConfig
+from edgetune.strato.config import RunConfig, keyed
 from edgetune.strato.spec import TaskData
 from edgetune.training import autocast
 
@@ -73,6 +73,15 @@ def base_model(config: RunConfig, device: torch.device):
 def load_task(config: RunConfig) -> TaskData:
     t = config.task
     return tasks.load_task(t.name, t.source, seed=0, train=t.train, dev=t.dev, test=t.test)
+
+
+def all_items(task: TaskData) -> tuple:
+    return (*task.train, *task.dev, *task.test)
+
+
+def scored_items(task: TaskData, score_on: str) -> tuple:
+    """The items the final score is measured on: the test split, or every item ("all")."""
+    return all_items(task) if score_on == "all" else task.test
 
 
 def method_spec(config: RunConfig) -> methods.MethodSpec:
@@ -253,7 +262,7 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False, fast_
         config = fast_dev(config)
     return cached(
         "peft-run",
-        {"config": config.to_dict(), "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION},
+        {"config": keyed(config.to_dict()), "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION},
         lambda folder: _compute(config, folder, progress, force),
         force=force,
     )
@@ -324,24 +333,22 @@ def _compute(config: RunConfig, folder: Path, progress: bool, force: bool = Fals
     with Meter(device) as meter:
         trace = train_adapters(model, loop)
         eval_start = time.perf_counter()
-        score = lm.score(
-            model,
-            task.kind,
-            task.test,
-            tokenizer,
-            context=context,
-            device=device,
-            max_new_tokens=config.training.max_new_tokens,
-        )
+        scored = scored_items(task, config.task.score_on)
+        budget = config.training.max_new_tokens or lm.generation_budget(all_items(task), tokenizer)
+        score = lm.score(model, task.kind, scored, tokenizer, context=context, device=device, max_new_tokens=budget)
         eval_s = time.perf_counter() - eval_start
     sample = lm.encode(task.train[: loop.batch_size], tokenizer, context)
     memory = cost.step_memory(model, {k: v.to(device) for k, v in sample.items()}, device)
-    writer.add_scalar("test/score", score, loop.steps)
+    writer.add_scalar("test/score", score.points, loop.steps)
     writer.close()
     ranks = {"initial": initial_ranks, "final": adapter_ranks(model), "resizes": trace.resizes}
     write_json(folder / "ranks.json", ranks)
     metrics = {
-        "test_score": score,
+        "test_score": score.points,
+        "test_items": score.items,
+        "test_score_flexible": score.flexible,  # GSM8K's lenient match; None for the other tasks
+        "score_on": config.task.score_on,
+        "max_new_tokens": budget if task.kind != "choice" else None,
         "dev_proxy": trace.history[-1].get("dev_proxy", float("nan")),
         "train_flops": trace.flops,
         "flops_per_step": trace.flops_per_step[0],
@@ -366,7 +373,9 @@ def _compute(config: RunConfig, folder: Path, progress: bool, force: bool = Fals
         flops=trace.flops,
         artifacts={"ranks": str(folder / "ranks.json"), "tensorboard": str(folder / "tensorboard")},
     )
-    log.info("%s/%s seed %d: score %.2f", config.task.name, spec.method, config.seed, score)
+    log.info(
+        "%s/%s seed %d: score %.2f (%d items)", config.task.name, spec.method, config.seed, score.points, score.items
+    )
     return result
 
 
