@@ -18,12 +18,12 @@ from edgetune.strato.tasks import (
     CHOICES,
     embedded_task,
     flexible_number,
-    strict_number,
     load_task,
     pretraining_corpus,
     read_gsm8k,
     read_humaneval,
     read_mmlu,
+    strict_number,
 )
 
 FAST = Limits(wall_s=5.0, cpu_s=5)

@@ -73,7 +73,7 @@ def dry_run(config: RunConfig) -> dict:
     """What the run would build, checked without loading weights or training: the resolved device, the checkpoint's
     config (or the embedded model's shape), the method's `peft` config (AdaLoRA's and the others' own validation),
     the task's files read in full with their split sizes, and the generation budget the scorer will use."""
-    from edgetune.strato import lm, methods, tasks
+    from edgetune.strato import lm, methods
     from edgetune.strato.spec import Allocation
     from edgetune.strato.train import all_items, load_task, method_spec, resolve_device, scored_items
 

@@ -350,8 +350,9 @@ def grade(task_kind: str, examples, texts: Sequence[str], *, limits: sandbox.Lim
     """Score generated `texts` (one per example, the text after its prompt) for a "number" or "code" task."""
     n = max(len(examples), 1)
     if task_kind == "number":
-        strict = sum(_same_number(tasks.strict_number(t), ex.reference) for t, ex in zip(texts, examples, strict=True))
-        flexible = sum(_same_number(tasks.flexible_number(t), ex.reference) for t, ex in zip(texts, examples))
+        pairs = list(zip(texts, [ex.reference for ex in examples], strict=True))
+        strict = sum(_same_number(tasks.strict_number(t), reference) for t, reference in pairs)
+        flexible = sum(_same_number(tasks.flexible_number(t), reference) for t, reference in pairs)
         return Score(100.0 * strict / n, len(examples), flexible=100.0 * flexible / n)
     if task_kind != "code":
         raise ValueError(f"unknown task kind {task_kind!r} to grade; expected 'number' or 'code'")
