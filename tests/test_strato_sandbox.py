@@ -108,6 +108,13 @@ EXITS = {
     "garbage-collector search": "import gc\nn = [o for o in gc.get_objects()]\n",
     "ctypes memory read": "import ctypes\nn = ctypes.string_at(id(1), 8)\n",
     "tracing": "import sys\nsys.settrace(lambda *a: None)\n",
+    "runner frame via a signal handler": "import os, signal\nfound = {}\ndef h(signum, f):\n"
+    "    while f is not None:\n        if 'nonce' in f.f_locals:\n            found.update(f.f_locals)\n"
+    "        f = f.f_back\nsignal.signal(signal.SIGUSR1, h)\nsignal.raise_signal(signal.SIGUSR1)\n"
+    "os.write(found['result_fd'], found['nonce'])\nos._exit(0)\n",
+    "signal handler through _signal": "import _signal\n_signal.signal(10, lambda s, f: None)\n" + WRONG,
+    "signal handler through a stdlib module": "import subprocess\nsubprocess.signal.signal(10, print)\n" + WRONG,
+    "its own audit hook": "import sys\nsys.addaudithook(lambda event, args: None)\n" + WRONG,
     "tamper with the runner": "import sys\nm = sys.modules['__main__']\nm._main = m._guard = None\nsys.exit(0)\n",
 }
 
@@ -303,4 +310,6 @@ def test_signals_are_not_needed_to_kill_it():
     assert signal.SIGKILL  # the scorer kills with SIGKILL: nothing the program installs can catch it
     ignore = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
     start = time.monotonic()
-    assert run_program(ignore, Limits(wall_s=1.5, cpu_s=5)).reason == "timeout" and time.monotonic() - start < 10
+    # without the Python guard, which refuses signal handlers altogether: the kill must not depend on it
+    outcome = run_program(ignore, Limits(wall_s=1.5, cpu_s=5), python_guard=False)
+    assert outcome.reason == "timeout" and time.monotonic() - start < 10

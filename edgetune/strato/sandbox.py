@@ -90,6 +90,10 @@ RUNNER = textwrap.dedent(
         close(nonce_fd)
         compile_, exec_, callable_, type_, dict_ = compile, exec, callable, type, dict
         sys_, modules_dict = sys, sys.modules
+        # a signal handler is called with the interrupted frame, and from any frame f_back leads here: the signal
+        # modules leave sys.modules now, and the guard refuses to import them again
+        sys.modules.pop("signal", None)
+        sys.modules.pop("_signal", None)
         plain, containers = (int, float, complex, str, bytes, bool, type(None)), (list, tuple, set, frozenset)
         pristine = dict_(builtins.__dict__)
         modules = dict_(sys.modules)
@@ -113,7 +117,7 @@ RUNNER = textwrap.dedent(
             return value
 
         if guard == "on":
-            _guard(frozenset, ValueError, AttributeError, PermissionError)
+            _guard(frozenset, ValueError, AttributeError, PermissionError, ImportError)
         try:
             namespace = {"__name__": "__main__", "__builtins__": builtins}
             exec_(program, namespace)
@@ -139,7 +143,7 @@ RUNNER = textwrap.dedent(
         write(result_fd, nonce)
         exit_(0)
 
-    def _guard(frozenset, ValueError, AttributeError, PermissionError):
+    def _guard(frozenset, ValueError, AttributeError, PermissionError, ImportError):
         # No frame object may reach the completion: from any frame, f_back leads to the runner's, which holds the
         # nonce. Frames are refused with the exceptions the standard library already expects where it looks for
         # one (collections.namedtuple, typing), so that code keeps working.
@@ -150,7 +154,9 @@ RUNNER = textwrap.dedent(
             "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.addressof", "ctypes.string_at",
             "ctypes.wstring_at", "socket.__new__", "subprocess.Popen", "os.system", "os.fork", "os.forkpty",
             "os.posix_spawn", "os.exec", "os.spawn", "os.kill", "os.killpg", "pty.spawn", "code.__new__",
+            "sys.addaudithook",
         })
+        unimportable = frozenset({"signal", "_signal"})
 
         def hook(event, args):
             if event in frame_calls:
@@ -159,6 +165,8 @@ RUNNER = textwrap.dedent(
                 raise AttributeError(f"sandbox: reading {args[1]} is not allowed")
             if event in blocked:
                 raise PermissionError(f"sandbox: {event} is not allowed")
+            if event == "import" and args[0] in unimportable:
+                raise ImportError(f"sandbox: importing {args[0]} is not allowed (signal handlers receive frames)")
 
         sys.addaudithook(hook)
 
