@@ -22,7 +22,8 @@ and isolates by construction rather than by a list of forbidden calls:
 A pass is reported through a channel the program cannot forge. The scorer hands a fresh random nonce to a small
 trusted runner through an inherited pipe; the runner reads it and closes the pipe before any untrusted code runs,
 keeps it where Python code cannot reach it (an audit hook, which cannot be removed, refuses frame and garbage-
-collector introspection, `ctypes`, tracing, subprocesses and sockets), and writes it to a second inherited pipe
+collector introspection, signal handlers (they receive frames), `ctypes`, tracing, further audit hooks, subprocesses
+and sockets), and writes it to a second inherited pipe
 only after `check(candidate)` has returned. Exiting early (`sys.exit`, `os._exit`, `exit()`, atexit or excepthook
 tricks), crashing, being killed, or tampering with modules all end without the nonce, so they score as failures.
 The candidate's return values must be plain built-in values (exact `int`, `float`, `str`, containers of them, …),
