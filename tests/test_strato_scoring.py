@@ -138,3 +138,33 @@ def test_score_on_all_scores_every_split_and_is_validated():
         RunConfig.__new__(RunConfig).__init__(training=type(RunConfig().training)(max_new_tokens=0))
     run = PeftComparisonConfig(score_on="all", max_new_tokens=64).run_config("humaneval", 42, "lora")
     assert (run.task.score_on, run.training.max_new_tokens) == ("all", 64)
+
+
+def test_tables_and_claims_carry_the_item_count_beside_every_score():
+    import pandas as pd
+
+    from edgetune.strato import core, ledger
+
+    metrics = dict(
+        params_adapter_final=100,
+        params_trainable_peak=100,
+        train_flops=1e9,
+        flops_per_step=1e7,
+        step_memory_bytes=2**20,
+        train_s=1.0,
+        schedule_s=0.0,
+        resizes=0,
+    )
+    rows = []
+    for task, items in (("gsm8k", 96), ("humaneval", 164)):
+        for seed in (42, 43):
+            for method, points in (("lora", 10.0), ("strato", 12.5), ("adalora", 5.0), ("dora", 11.0)):
+                flexible = points + 3 if task == "gsm8k" else None
+                m = {**metrics, "test_score": points, "test_items": items, "test_score_flexible": flexible}
+                rows.append(core._row(task, seed, method, m, "/nowhere"))
+    table = core.summary(pd.DataFrame(rows))
+    assert table.set_index(["task", "method"]).loc[("humaneval", "STRATO"), "items"] == 164
+    assert table.set_index(["task", "method"]).loc[("gsm8k", "LoRA"), "score_flexible"] == 13.0
+    claims = ledger.claims_rows("smoke", table, core.criteria(table), 1000)
+    gap = next(c for c in claims if c.claim.startswith("STRATO: score"))
+    assert gap.reproduced_value == "gap gsm8k +2.50 (n=96), humaneval +2.50 (n=164)"
