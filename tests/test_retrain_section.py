@@ -208,3 +208,34 @@ def test_imagefolder_domains_stream(tmp_path, monkeypatch):
     _write_domains(tmp_path / "data" / "bad", ["sketch"], ["a", "c"])
     with pytest.raises(ValueError, match="domain 'sketch' under .* has classes"):
         load_stream(cfg.__class__(**{**cfg.__dict__, "data_root": "bad"}))
+
+
+def test_each_offline_stage_is_keyed_by_what_it_reads():
+    """Changing a field a cached stage reads (itself or through the stage it builds on) gives a new key; changing
+    one it does not read keeps the key."""
+    import dataclasses
+
+    from edgetune.retrain import core as retrain_core
+    from edgetune.retrain.config import KB_FIELDS, LORA_FIELDS, PRETRAIN_FIELDS
+    from edgetune.retrain.config import config as retrain_config
+    from edgetune.runs.cache import config_hash
+
+    base = retrain_config("smoke")
+    bumped = {
+        "test_size": base.test_size + 1,
+        "index_ridge": base.index_ridge * 2,
+        "sparsity": base.sparsity / 2,
+        "window_iterations": base.window_iterations + 1,
+        "pretrain_steps": base.pretrain_steps + 1,
+    }
+    stages = {
+        "pretrain": (PRETRAIN_FIELDS, {"pretrain_steps"}),
+        "lora": (LORA_FIELDS, {"pretrain_steps", "test_size"}),  # reports its accuracy on the source test split
+        "kb": (KB_FIELDS, {"pretrain_steps", "test_size", "index_ridge", "sparsity"}),  # fits the neuron index
+        "law": (retrain_core.LAW_FIELDS, {"pretrain_steps", "test_size", "index_ridge", "sparsity"}),  # on the kb
+    }
+    for stage, (fields, reads) in stages.items():
+        key = config_hash(base.subset(*fields))
+        for name, value in bumped.items():
+            changed = config_hash(dataclasses.replace(base, **{name: value}).subset(*fields))
+            assert (changed != key) == (name in reads), f"{stage}: {name}"

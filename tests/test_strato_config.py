@@ -258,3 +258,24 @@ def test_cache_keys_follow_file_contents_not_paths(paper_project, tmp_path, monk
     weights = copy / "model" / "llama" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")  # one weight byte changed
     assert config_hash(keyed(moved.to_dict())) != key
+
+
+def test_the_search_key_holds_what_the_proxy_fine_tunes_read():
+    import dataclasses
+
+    from edgetune.runs.cache import config_hash
+    from edgetune.strato.search import search_key
+
+    run = PROFILES["smoke"].run_config("mmlu", 42, "strato")
+    key = config_hash(search_key(run))
+    for changed in (
+        dataclasses.replace(run, training=dataclasses.replace(run.training, gradient_accumulation_steps=2)),
+        dataclasses.replace(run, device=dataclasses.replace(run.device, mixed_precision=False)),
+        dataclasses.replace(run, training=dataclasses.replace(run.training, lr=run.training.lr * 2)),
+    ):
+        assert config_hash(search_key(changed)) != key
+    for unread in (  # the final run's length and evaluation do not change what the search finds
+        dataclasses.replace(run, training=dataclasses.replace(run.training, steps=run.training.steps + 1)),
+        dataclasses.replace(run, training=dataclasses.replace(run.training, max_new_tokens=99)),
+    ):
+        assert config_hash(search_key(unread)) == key

@@ -99,12 +99,16 @@ class RetrainingConfig:
         return {**{name: getattr(self, name) for name in names}, "scenes_version": SCENES_VERSION}
 
 
-# What each cached stage depends on (so an online-only change does not retrain the offline models).
+# What each cached stage depends on (so an online-only change does not retrain the offline models). `test_size` sets
+# the source test split every offline stage reports its accuracy on; the knowledge base also fits the neuron index
+# (`index_ridge`) and reports its accuracy at the online `sparsity`.
 DATA_FIELDS = ("seed", "data", "data_root", "source_domains", "num_classes", "model", "train_size")
 PRETRAIN_FIELDS = (*DATA_FIELDS, "batch_size", "pretrain_steps", "pretrain_lr")
-LORA_FIELDS = (*PRETRAIN_FIELDS, "lora_steps", "lora_lr", "lora_divisor")
+LORA_FIELDS = (*PRETRAIN_FIELDS, "test_size", "lora_steps", "lora_lr", "lora_divisor")
 KB_FIELDS = (
     *LORA_FIELDS,
+    "index_ridge",
+    "sparsity",
     "head_keep",
     "mlp_keep",
     "kb_steps",

@@ -35,7 +35,6 @@ LAW_FIELDS = (
     "law_trials",
     "law_iterations",
     "stat_size",
-    "sparsity",
     "retrain_lr",
     "mmd_weight",
     "eval_every",

@@ -63,7 +63,11 @@ def search_key(config: RunConfig) -> dict:
     return {
         "model": files["model"],
         "task": files["task"],
-        "training": {k: getattr(config.training, k) for k in ("batch_size", "lr", "warmup_frac", "weight_decay")},
+        "training": {
+            k: getattr(config.training, k)
+            for k in ("batch_size", "lr", "warmup_frac", "weight_decay", "gradient_accumulation_steps")
+        },
+        "mixed_precision": config.device.mixed_precision,  # the proxy fine-tunes run under the run's autocast
         "peft": {
             "rank": config.peft.rank,
             "alpha_per_rank": config.peft.alpha_per_rank,
