@@ -6,8 +6,9 @@
     edgetune kernel
     edgetune --version
 
-Parameters are checked against each notebook's `parameters` cell before anything runs (papermill itself only warns
-about an unknown name): an unknown name or a value of the wrong type prints what is accepted and exits 2. While a
+`-p NAME=VALUE` sets any field of a section's config (each section's notebook receives them as `overrides`); names,
+types and the resulting config are checked before anything runs: an unknown name, a value of the wrong type or an
+invalid config prints what is accepted and exits 2. While a
 section runs, its progress bars stream to the terminal. Executed notebooks go to `runs/notebooks/<profile>/`, one
 manifest per reproduction to `runs/reproductions/<id>.json`, and the report to `figures/<profile>/REPORT.md`; a
 failing cell is printed with its error and the executed notebook's path, and the command exits 1.
@@ -30,14 +31,9 @@ from typing import Any
 from edgetune.kernel import KERNEL, ensure_kernel
 from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
 from edgetune.profiles import PROFILES
+from edgetune.sections import SECTIONS_TABLE
 
-NOTEBOOKS = {
-    "motivation": "01_motivation.ipynb",
-    "customization": "02_customization.ipynb",
-    "retraining": "03_retraining.ipynb",
-    "assembling": "04_assembling.ipynb",
-    "peft": "05_peft_comparison.ipynb",
-}
+NOTEBOOKS = {s.name: s.notebook for s in SECTIONS_TABLE}
 
 
 class UsageError(Exception):
@@ -185,35 +181,47 @@ def _sequence(kind: str, raw: str) -> Any:
         return _NO
     if not isinstance(value, list | tuple):
         return _NO
-    item = _base(kind[kind.index("[") + 1 : -1]) if "[" in kind else ""
+    item = _base(kind[kind.index("[") + 1 : -1].split(",")[0]) if "[" in kind else ""  # tuple[int, ...] → int
     accepted = {"int": int, "float": int | float, "str": str, "bool": bool}.get(item, int | float | str | bool)
     if any(not isinstance(v, accepted) or (item in ("int", "float") and isinstance(v, bool)) for v in value):
         return _NO
     return tuple(value) if _base(kind) == "tuple" else list(value)
 
 
-def resolve_parameters(notebook: Path, profile: str, assignments: list[str], force: bool) -> dict[str, Any]:
-    """The parameters to inject into `notebook`, validated against its parameters cell."""
+def resolve_overrides(sections: list[str], profile: str, assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """Each section's config overrides from `-p NAME=VALUE`, checked against the section's config before anything
+    runs: NAME must be a field of at least one of `sections` (it applies to those that have it), VALUE must parse as
+    the field's declared type, and the resulting config must validate. Anything else is a UsageError."""
+    from edgetune.sections import section as find
+
+    fields = {name: find(name).config_fields() for name in sections}
+    overrides: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for text in assignments:
+        name, raw = parse_assignment(text)
+        takers = [s for s in sections if name in fields[s]]
+        if not takers:
+            accepted = "\n".join(f"  {s}: {', '.join(sorted(fields[s]))}" for s in sections)
+            raise UsageError(f"no section run here has a parameter {name!r}; the config fields are:\n{accepted}")
+        for s in takers:
+            value = convert(name, raw, fields[s][name])
+            overrides[s][name] = list(value) if isinstance(value, tuple) else value  # papermill passes lists
+    for name in sections:
+        try:
+            find(name).config(profile, **overrides[name])
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{name}: {e}") from e
+    return overrides
+
+
+def resolve_parameters(notebook: Path, profile: str, overrides: dict[str, Any], force: bool) -> dict[str, Any]:
+    """The parameters to inject into a section's `notebook`: the profile, `force` and the config overrides."""
     import papermill as pm
 
     declared = pm.inspect_notebook(str(notebook))
-    params: dict[str, Any] = {"profile": profile, "force": force}
-    for text in assignments:
-        name, raw = parse_assignment(text)
-        if name not in declared:
-            raise UsageError(f"{notebook.name} has no parameter {name!r}; it accepts:\n{_describe(declared)}")
-        params[name] = convert(name, raw, declared[name]["inferred_type_name"])
-    missing = [k for k in ("profile", "force") if k not in declared]
+    missing = [k for k in ("profile", "force", "overrides") if k not in declared]
     if missing:
         raise UsageError(f"{notebook.name}'s parameters cell lacks {missing}; every section notebook must declare them")
-    return params
-
-
-def _describe(declared: dict[str, dict]) -> str:
-    lines = [
-        f"  {p['name']}: {p['inferred_type_name']} = {p['default']}  {p['help']}".rstrip() for p in declared.values()
-    ]
-    return "\n".join(lines)
+    return {"profile": profile, "force": force, "overrides": overrides}
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -234,11 +242,12 @@ def reproduce(
         if not sections and s not in chosen:
             print(f"edgetune: note: skipping {s}: notebooks/{NOTEBOOKS[s]} does not exist yet", file=sys.stderr)
     plans = []
+    overrides = resolve_overrides(chosen, profile, assignments)
     for section in chosen:
         notebook = root() / "notebooks" / NOTEBOOKS[section]
         if not notebook.exists():
             raise UsageError(f"section {section!r} has no notebook yet (expected {notebook})")
-        plans.append((section, notebook, resolve_parameters(notebook, profile, assignments, force)))
+        plans.append((section, notebook, resolve_parameters(notebook, profile, overrides[section], force)))
     ensure_kernel()
     manifest = _new_manifest(profile, argv)
     path = _manifest_path(manifest)

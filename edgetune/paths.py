@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 
 from edgetune.profiles import PROFILES
-
-SECTIONS = ("motivation", "customization", "retraining", "assembling", "peft")
+from edgetune.sections import NAMES as SECTIONS
 
 
 def root() -> Path:

@@ -16,13 +16,11 @@ C = TypeVar("C")
 def budget_s(section: str, profile: str) -> float | None:
     """The wall-time budget of a section's notebook under a profile (docs/index.md#profiles), or None where none is set.
 
-    smoke and default are budgets on 2 CPU cores, gpu on one H100; the paper profile has none.
-    """
-    if profile == "smoke":
-        return 90.0 if section == "peft" else 60.0
-    if profile == "default":
-        return 120.0 if section == "motivation" else 240.0
-    return 600.0 if profile == "gpu" else None
+    smoke and default are budgets on 2 CPU cores, gpu on one H100; the paper profile has none. The numbers live in
+    the section table (`edgetune.sections`)."""
+    from edgetune.sections import section as find
+
+    return find(section).budgets_s.get(profile)
 
 
 def resolve(profiles: dict[str, C], profile: str, **overrides: Any) -> C:
@@ -34,7 +32,11 @@ def resolve(profiles: dict[str, C], profile: str, **overrides: Any) -> C:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"{type(base).__name__} has no parameter(s) {unknown}; accepted: {sorted(names)}")
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for name, value in given.items():  # papermill and JSON carry sequences as lists; the configs hold tuples
+        if isinstance(value, list) and isinstance(getattr(base, name), tuple):
+            given[name] = tuple(value)
+    return dataclasses.replace(base, **given)
 
 
 def pick_device(device: str = "auto"):

@@ -60,9 +60,10 @@ def _notebook(path, body):
         "language_info": {"name": "python"},
     }
     params = nbformat.v4.new_code_cell(
-        'profile: str = "default"  # profile\nforce: bool = False  # recompute\nsteps: int = 3  # steps'
+        'profile: str = "default"  # profile\nforce: bool = False  # recompute\noverrides: dict = {}  # config fields'
     )
     params.metadata["tags"] = ["parameters"]
+    body = "steps = overrides.get('train_steps', 3)\n" + body  # a field of the motivation config
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
@@ -78,9 +79,13 @@ def test_unknown_or_ill_typed_parameter_exits_2(project, capsys):
     _notebook(project / "notebooks" / cli.NOTEBOOKS["motivation"], "x = steps * 2")
     assert main(["reproduce", "--section", "motivation", "-p", "stepz=4"]) == 2
     err = capsys.readouterr().err
-    assert "01_motivation.ipynb has no parameter 'stepz'; it accepts:" in err and "steps: int = 3  steps" in err
-    assert main(["reproduce", "--section", "motivation", "-p", "steps=four"]) == 2
-    assert "parameter 'steps' expects int, got 'four'" in capsys.readouterr().err
+    assert "no section run here has a parameter 'stepz'; the config fields are:" in err
+    assert "  motivation: batch_size, " in err and " train_steps, " in err
+    assert main(["reproduce", "--section", "motivation", "-p", "train_steps=four"]) == 2
+    assert "parameter 'train_steps' expects int, got 'four'" in capsys.readouterr().err
+    assert main(["reproduce", "--section", "motivation", "-p", "train_steps=-5"]) == 2  # the config's own check
+    assert "motivation: train_steps=-5 must be at least 1" in capsys.readouterr().err
+    assert not (project / "runs").exists(), "nothing ran and nothing was written"
     assert main(["reproduce", "--section", "retraining"]) == 2
     assert "section 'retraining' has no notebook yet" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -103,11 +108,15 @@ def test_reproduce_runs_a_notebook_and_writes_manifest_report_and_summary(projec
     _notebook(
         project / "notebooks" / cli.NOTEBOOKS["motivation"], "assert steps == 4 and profile == 'smoke'\n" + CLAIM_CELL
     )
-    assert main(["reproduce", "--profile", "smoke", "-p", "steps=4"]) == 0
+    assert main(["reproduce", "--profile", "smoke", "-p", "train_steps=4"]) == 0
     (manifest,) = _manifests(project / "runs")
     assert manifest["id"].endswith("-smoke") and manifest["profile"] == "smoke" and manifest["finished"]
     entry = manifest["sections"]["motivation"]
-    assert entry["status"] == "ok" and entry["parameters"] == {"profile": "smoke", "force": False, "steps": 4}
+    assert entry["status"] == "ok" and entry["parameters"] == {
+        "profile": "smoke",
+        "force": False,
+        "overrides": {"train_steps": 4},
+    }
     assert entry["executed_notebook"] == "runs/notebooks/smoke/01_motivation.ipynb" and entry["duration_s"] > 0
     assert entry["budget_s"] == 60 and entry["within_budget"] is True
     assert [c["holds"] for c in entry["claims"]] == [True, None] and entry["files"].keys() == set()
@@ -139,7 +148,7 @@ def test_compare_shows_what_changed_between_two_reproductions(project, capsys):
         "(figures_dir(profile, 'motivation') / 'f.csv').write_text(str(steps))",
     )
     assert main(["reproduce", "--profile", "smoke"]) == 0
-    assert main(["reproduce", "--profile", "smoke", "-p", "steps=7"]) == 0
+    assert main(["reproduce", "--profile", "smoke", "-p", "train_steps=7"]) == 0
     first, second = _manifests(project / "runs")
     assert first["sections"]["motivation"]["files"] != second["sections"]["motivation"]["files"]
     capsys.readouterr()
@@ -299,3 +308,44 @@ def test_progress_is_text_for_the_cli_and_auto_elsewhere(monkeypatch):
     assert type(bar) is tqdm.std.tqdm
     monkeypatch.delenv(TEXT_ENV)
     assert isinstance(progress(range(3), disable=True), tqdm.std.tqdm)  # tqdm.auto: text outside a kernel
+
+
+def _as_cli(value) -> str:
+    """How a user writes `value` after `-p name=`."""
+    if isinstance(value, tuple | list):
+        return "[" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in value) + "]"
+    return str(value)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "gpu", "paper"])
+def test_every_field_of_every_section_is_reachable_with_p(profile):
+    """Sections × profiles × fields: `-p name=value` reaches every config field, typed as the config declares."""
+    from edgetune.cli import resolve_overrides
+    from edgetune.sections import SECTIONS_TABLE
+
+    reached = 0
+    for section in SECTIONS_TABLE:
+        cfg = section.config(profile)
+        for name in section.config_fields():
+            value = getattr(cfg, name)
+            if value is None:
+                continue  # None means "keep the profile's value"
+            got = resolve_overrides([section.name], profile, [f"{name}={_as_cli(value)}"])[section.name][name]
+            assert got == (list(value) if isinstance(value, tuple) else value), (section.name, name, got)
+            assert getattr(section.config(profile, **{name: got}), name) == value
+            reached += 1
+    assert reached >= 135  # of 142 fields; the rest are None in this profile
+
+
+def test_a_parameter_applies_to_the_sections_that_have_it():
+    from edgetune.cli import resolve_overrides
+
+    both = resolve_overrides(["motivation", "retraining"], "smoke", ["seed=3", "num_domains=12"])
+    assert both == {"motivation": {"seed": 3, "num_domains": 12}, "retraining": {"seed": 3, "num_domains": 12}}
+    only = resolve_overrides(["motivation", "peft"], "smoke", ["seeds=[1,2]", "train_steps=9"])
+    assert only == {"motivation": {"train_steps": 9}, "peft": {"seeds": [1, 2]}}  # lists: papermill injects them
+    from edgetune import strato
+
+    assert strato.config("smoke", **only["peft"]).seeds == (1, 2)
+    with pytest.raises(UsageError, match="peft: seeds must not be empty"):
+        resolve_overrides(["peft"], "smoke", ["seeds=[]"])

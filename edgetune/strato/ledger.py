@@ -8,7 +8,7 @@ from edgetune.claims import Claim
 
 
 def _per_task(values: pd.Series, fmt: str, items: pd.Series | None = None) -> str:
-    """"task value" per task; with `items`, the number of test items behind each ("mmlu +0.35 (n=96)")."""
+    """ "task value" per task; with `items`, the number of test items behind each ("mmlu +0.35 (n=96)")."""
     counts = {} if items is None else {t: f" (n={int(n)})" for t, n in items.items()}
     return ", ".join(f"{task} {format(v, fmt)}{counts.get(task, '')}" for task, v in values.items())
 
