@@ -39,3 +39,39 @@ def test_config_validation():
         config("default", depths=(2, 2))
     with pytest.raises(ValueError, match="must start with 1.0"):
         config("smoke", fractions=(0.5,))
+
+
+def test_each_phase_is_its_own_cached_stage_keyed_by_its_config_and_what_it_starts_from(tmp_path, monkeypatch):
+    """Changing ft_steps retrains FT and E2E only; changing mt_steps retrains MT, FT and E2E, never PT; every data
+    share has its own runs; a second identical call trains nothing."""
+    import dataclasses
+
+    from edgetune.runs import RunResult
+
+    monkeypatch.setenv("EDGETUNE_RUNS", str(tmp_path))
+    trained = []
+
+    def fake_run(phase):
+        trained.append((phase.phase, phase.idx, phase.steps, phase.train_size))
+        assert phase.out_dir.startswith(str(tmp_path / "cache" / f"assembling-{phase.phase.lower()}-"))
+        if phase.phase == "MT":
+            assert phase.meta.startswith(str(tmp_path / "cache" / "assembling-pt-"))
+        return RunResult(stage=phase.phase, config={}, seed=0, metrics={"accuracy": 0.5}, flops=10.0 * phase.steps)
+
+    monkeypatch.setattr(core, "run", fake_run)
+    monkeypatch.setattr(core, "_assembled_accuracy", lambda *a: RunResult("stitched", {}, 0, {"accuracy": 0.1}))
+    cfg = config("smoke")
+    k = len(cfg.depths)
+    core.pipeline(cfg, 1.0)
+    assert [t[0] for t in trained] == ["PT", *["MT"] * k, "FT", "E2E"]
+    trained.clear()
+    core.pipeline(cfg, 1.0)
+    assert trained == []  # everything reused
+    core.pipeline(dataclasses.replace(cfg, ft_steps=cfg.ft_steps + 1), 1.0)
+    assert [t[0] for t in trained] == ["FT", "E2E"]
+    trained.clear()
+    core.pipeline(dataclasses.replace(cfg, mt_steps=cfg.mt_steps + 1), 1.0)
+    assert [t[0] for t in trained] == [*["MT"] * k, "FT", "E2E"]
+    trained.clear()
+    core.pipeline(cfg, 0.5)  # another share: its own runs, the first share's stay
+    assert [t[0] for t in trained] == ["PT", *["MT"] * k, "FT", "E2E"] and trained[0][3] < cfg.train_size

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from edgetune.data.scenes import SCENES_VERSION
 from edgetune.models.vit import VIT_FAMILY
 from edgetune.profiles import resolve
 
@@ -38,10 +37,6 @@ class AssemblingConfig:
             )
         if not self.fractions or self.fractions[0] != 1.0 or any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions {self.fractions} must start with 1.0 and lie in (0, 1]")
-
-    def subset(self) -> dict:
-        """What keys the cached runs: everything, plus the scene generator's version."""
-        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "scenes_version": SCENES_VERSION}
 
 
 PROFILES: dict[str, AssemblingConfig] = {

@@ -3,7 +3,7 @@ training cost (FLOPs, the meta model counted), at several shares of the training
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +12,8 @@ import torch
 from edgetune.assemble.config import AssemblingConfig
 from edgetune.assemble.model import Division, assemble
 from edgetune.assemble.train import AssembleConfig, data, evaluate_accuracy, load_run, run
-from edgetune.runs import RunResult, stage_dir
+from edgetune.data.scenes import SCENES_VERSION
+from edgetune.runs import RunResult, cached
 
 
 def _common(cfg: AssemblingConfig, fraction: float) -> dict:
@@ -33,23 +34,38 @@ def _common(cfg: AssemblingConfig, fraction: float) -> dict:
 
 def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dict[str, RunResult]:
     """All runs at one data share: PT, MT 0..K−1, FT, then E2E with as many steps as the assembling total costs.
-    Every run lives in runs/cache/assembling-<hash>/<share>/<phase> and is reused when finished."""
-    base = stage_dir("assembling", cfg.subset()) / f"data{fraction:g}"
-    if force and base.exists():
-        shutil.rmtree(base)
+
+    Each run is one cached stage (`runs/cache/assembling-<phase>-<hash>/`) keyed by its own phase config and the
+    keys of the runs it starts from (MT from PT, FT from every MT, E2E from the cost of all three), so changing
+    `ft_steps` retrains FT and E2E only, and every data share has its own runs."""
     common = _common(cfg, fraction)
-    runs = {"PT": run(AssembleConfig("PT", str(base / "PT"), steps=cfg.pt_steps, **common))}
-    for i in range(len(cfg.depths)):
-        runs[f"MT{i}"] = run(
-            AssembleConfig("MT", str(base / f"MT{i}"), idx=i, meta=str(base / "PT"), steps=cfg.mt_steps, **common)
-        )
-    mt_dirs = tuple(str(base / f"MT{i}") for i in range(len(cfg.depths)))
-    runs["FT"] = run(AssembleConfig("FT", str(base / "FT"), incubation=mt_dirs, steps=cfg.ft_steps, **common))
+    runs, folders = {}, {}
+
+    def phase(name: str, config: AssembleConfig, upstream: tuple[str, ...]) -> None:
+        runs[name], folders[name] = _phase(config, tuple(folders[u].name for u in upstream), force)
+
+    phase("PT", AssembleConfig("PT", "", steps=cfg.pt_steps, **common), ())
+    modules = [f"MT{i}" for i in range(len(cfg.depths))]
+    for i, name in enumerate(modules):
+        phase(name, AssembleConfig("MT", "", idx=i, meta=str(folders["PT"]), steps=cfg.mt_steps, **common), ("PT",))
+    mt_dirs = tuple(str(folders[name]) for name in modules)
+    phase("FT", AssembleConfig("FT", "", incubation=mt_dirs, steps=cfg.ft_steps, **common), tuple(modules))
     spent = sum(r.flops for r in runs.values())
     per_step = runs["FT"].flops / cfg.ft_steps  # E2E trains the same model as FT: the same cost per step
-    runs["E2E"] = run(AssembleConfig("E2E", str(base / "E2E"), steps=max(1, round(spent / per_step)), **common))
+    e2e = AssembleConfig("E2E", "", steps=max(1, round(spent / per_step)), **common)
+    phase("E2E", e2e, ("PT", *modules, "FT"))  # its length follows their cost
     runs["assembled"] = _assembled_accuracy(cfg, common, mt_dirs)
     return runs
+
+
+def _phase(phase: AssembleConfig, upstream: tuple[str, ...], force: bool) -> tuple[RunResult, Path]:
+    """One phase through the cache. Its key: the phase's config without its folders (the runs it starts from enter
+    through their cache keys, `upstream`) and the version of the scene generator."""
+    config = {k: v for k, v in asdict(phase).items() if k not in ("out_dir", "meta", "incubation")}
+    key = {"phase": config, "upstream": list(upstream), "scenes_version": SCENES_VERSION}
+    return cached(
+        f"assembling-{phase.phase.lower()}", key, lambda folder: run(replace(phase, out_dir=str(folder))), force=force
+    )
 
 
 def _assembled_accuracy(cfg: AssemblingConfig, common: dict, mt_dirs: tuple[str, ...]) -> RunResult:
