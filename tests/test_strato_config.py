@@ -279,3 +279,17 @@ def test_the_search_key_holds_what_the_proxy_fine_tunes_read():
         dataclasses.replace(run, training=dataclasses.replace(run.training, max_new_tokens=99)),
     ):
         assert config_hash(search_key(unread)) == key
+
+
+def test_a_run_is_keyed_only_by_the_hyper_parameters_its_method_reads():
+    from edgetune.runs.cache import config_hash
+    from edgetune.strato.train import run_key
+
+    profile = PROFILES["smoke"]
+    for method in METHODS:
+        base = config_hash(run_key(profile.run_config("gsm8k", 42, method)))
+        for name, value in (("lam", 0.9), ("episodes", 7)):
+            changed = config_hash(run_key(config("smoke", **{name: value}).run_config("gsm8k", 42, method)))
+            assert (changed != base) == (method == "strato"), (method, name)
+        steps = config_hash(run_key(config("smoke", steps=31).run_config("gsm8k", 42, method)))
+        assert steps != base, method  # every method reads the training length

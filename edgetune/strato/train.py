@@ -262,10 +262,27 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False, fast_
         config = fast_dev(config)
     return cached(
         "peft-run",
-        {"config": keyed(config.to_dict()), "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION},
+        run_key(config),
         lambda folder: _compute(config, folder, progress, force),
         force=force,
     )
+
+
+# hyper-parameters that only one method reads; the other methods' runs are not keyed by them
+ONLY_FOR = {
+    "adalora": ("init_r", "target_r", "tinit_frac", "tfinal_frac", "orth_reg_weight"),
+    "lora_mlp": ("mlp_rank",),
+    "strato": ("strato",),
+}
+
+
+def run_key(config: RunConfig) -> dict:
+    """What a run's result depends on: its config (files by content, `keyed`) without the hyper-parameters of
+    other methods, and the versions of the task generator and the tokenizer."""
+    data = keyed(config.to_dict())
+    unread = [name for method, names in ONLY_FOR.items() if method != config.peft.method for name in names]
+    data["peft"] = {k: v for k, v in data["peft"].items() if k not in unread}
+    return {"config": data, "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION}
 
 
 def fast_dev(config: RunConfig) -> RunConfig:
