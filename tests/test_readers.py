@@ -18,6 +18,7 @@ from edgetune.data.readers import (
     IMAGE_FOLDER_LAYOUT,
     STANFORD_CARS_LAYOUT,
     DatasetLayoutError,
+    DatasetLayoutError,
     cifar100,
     image_folder,
     open_dataset,
@@ -277,3 +278,39 @@ def test_open_dataset_unknown_name() -> None:
         open_dataset("imagenet")
     with pytest.raises(ValueError, match="'train' or 'test'"):
         open_dataset("cifar100", split="val")
+
+
+class _Exploit:
+    """A pickle payload that runs a shell command when loaded by plain `pickle.load`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["train", "meta"])
+def test_cifar100_crafted_pickle_runs_no_code(tmp_path: Path, where: str) -> None:
+    folder = _write_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    entry = {"data": _cifar_images(2, 0), "fine_labels": [0, 1], "fine_label_names": _Exploit(marker)}
+    with (folder / where).open("wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(
+        DatasetLayoutError, match=r"not a readable pickle \(it names posix\.system, which a data file"
+    ) as e:
+        cifar100(tmp_path, train=True)
+    assert str(folder / where) in str(e.value)
+    assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar100_reads_numpy_arrays_of_every_pickle_protocol(tmp_path: Path, protocol: int) -> None:
+    folder = _write_cifar(tmp_path)
+    entry = {"data": _cifar_images(6, 0), "fine_labels": [0, 1, 2, 2, 1, 0]}
+    with (folder / "train").open("wb") as f:
+        pickle.dump(entry, f, protocol=protocol)
+    assert cifar100(tmp_path, train=True).targets == [0, 1, 2, 2, 1, 0]

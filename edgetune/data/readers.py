@@ -99,13 +99,36 @@ class Cifar100Pickles(torch.utils.data.Dataset):
         return (image if self.transform is None else self.transform(image)), self.targets[index]
 
 
+# The only globals a CIFAR pickle needs: numpy's array and dtype reconstructors (numpy 1 and 2 module names) and the
+# str → bytes codec protocol 2 uses for bytes. Everything else (lists, dicts, strings, numbers) needs none. A pickle naming any other global is refused before it is called,
+# so a crafted file cannot run code.
+_PICKLE_GLOBALS = {
+    (module, name)
+    for prefix in ("numpy.core", "numpy._core")
+    for module, name in ((f"{prefix}.multiarray", "_reconstruct"), (f"{prefix}.numeric", "_frombuffer"))
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # protocol 2 writes bytes via _codecs
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a data file has no use for (only numpy arrays, lists, strings and "
+                "numbers are read; nothing in a data file is ever called)"
+            )
+        if module.startswith("numpy.core"):  # numpy 2 keeps the old name as a shim; read the real one
+            module = module.replace("numpy.core", "numpy._core" if hasattr(np, "_core") else "numpy.core", 1)
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> dict[str, Any]:
-    """A CIFAR pickle as a dict with str keys (the release has str keys under latin1; bytes keys are accepted)."""
+    """A CIFAR pickle as a dict with str keys (the release has str keys under latin1; bytes keys are accepted), read
+    by an unpickler that admits only numpy arrays and plain values."""
     if not path.is_file():
         raise _layout_error("CIFAR-100", path, "file not found", CIFAR100_LAYOUT)
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _DataUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
         raise _layout_error("CIFAR-100", path, f"not a readable pickle ({err})", CIFAR100_LAYOUT) from err
     if not isinstance(entry, dict):
