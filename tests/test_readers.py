@@ -18,7 +18,6 @@ from edgetune.data.readers import (
     IMAGE_FOLDER_LAYOUT,
     STANFORD_CARS_LAYOUT,
     DatasetLayoutError,
-    DatasetLayoutError,
     cifar100,
     image_folder,
     open_dataset,
