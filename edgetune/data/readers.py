@@ -100,8 +100,8 @@ class Cifar100Pickles(torch.utils.data.Dataset):
 
 
 # The only globals a CIFAR pickle needs: numpy's array and dtype reconstructors (numpy 1 and 2 module names) and the
-# str → bytes codec protocol 2 uses for bytes. Everything else (lists, dicts, strings, numbers) needs none. A pickle naming any other global is refused before it is called,
-# so a crafted file cannot run code.
+# str → bytes codec protocol 2 uses for bytes. Everything else (lists, dicts, strings, numbers) needs none. A pickle
+# naming any other global is refused before it is called, so a crafted file cannot run code.
 _PICKLE_GLOBALS = {
     (module, name)
     for prefix in ("numpy.core", "numpy._core")
