@@ -4,9 +4,11 @@ Environment variables: `EDGETUNE_ROOT` (the project root), `EDGETUNE_RUNS` (cach
 notebooks, manifests; default `<root>/runs`) and `EDGETUNE_FIGURES` (figures, tables, claims and reports; default
 `<root>/figures`).
 
-The project root is found from `EDGETUNE_ROOT` if set, else by walking up from the current directory to the
-first folder holding `pyproject.toml` and `notebooks/` (papermill and nbval start kernels in different
-directories, so the cwd alone is not reliable), else the folder above the installed package.
+The project root is `EDGETUNE_ROOT` if set, else the project this package was installed from (the folder above
+the package, when it holds `pyproject.toml` and `notebooks/`: the editable install `make` sets up). Only a package
+installed without its project (a wheel in site-packages) falls back to the nearest such folder above the current
+directory. The current directory never overrides the installed project: run from inside another project, a
+reproduction still writes into its own `runs/` and `figures/`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ def root() -> Path:
     env = os.environ.get("EDGETUNE_ROOT")
     if env:
         return Path(env).resolve()
+    installed = Path(__file__).resolve().parent.parent
+    if _is_project(installed):
+        return installed
     for folder in [Path.cwd(), *Path.cwd().parents]:
-        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+        if _is_project(folder):
             return folder
-    return Path(__file__).resolve().parent.parent
+    return installed
+
+
+def _is_project(folder: Path) -> bool:
+    return (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir()
 
 
 def runs_dir() -> Path:
