@@ -87,7 +87,7 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
             f"Executed notebook: [`{notebook}`]({_link(notebook, folder)}) (kept under `runs/`, not tracked)."
             + (f" Error: `{entry['error']}`" if entry.get("error") else "")
         )
-        overrides = {k: v for k, v in entry.get("parameters", {}).items() if k not in ("profile", "force")}
+        overrides = set_on_top(entry.get("parameters", {}))
         if overrides:
             out += [
                 "",
@@ -188,7 +188,7 @@ def compare(path_a: Path, path_b: Path) -> str:
             continue
         files = _file_changes(ea.get("files") or {}, eb.get("files") or {})
         claims = _claim_changes(ea.get("claims") or [], eb.get("claims") or [])
-        params = _parameter_changes(ea.get("parameters") or {}, eb.get("parameters") or {})
+        params = _parameter_changes(set_on_top(ea.get("parameters") or {}), set_on_top(eb.get("parameters") or {}))
         out.append(
             f"| {section} | {ea.get('status', '—')} → {eb.get('status', '—')} | {format_time(ea)} → {format_time(eb)}"
             f"{_ratio(ea, eb)} | {len(files)} | {len(claims)} |"
@@ -216,6 +216,13 @@ def _file_changes(fa: dict[str, str], fb: dict[str, str]) -> list[str]:
         + [f"`{n}` added" for n in sorted(set(fb) - set(fa))]
         + [f"`{n}` removed" for n in sorted(set(fa) - set(fb))]
     )
+
+
+def set_on_top(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The config values a section ran with on top of its profile: its `overrides`, and any other parameter (from a
+    manifest of an earlier layout) besides the profile and `force`."""
+    plain = {k: v for k, v in parameters.items() if k not in ("profile", "force", "overrides")}
+    return {**plain, **(parameters.get("overrides") or {})}
 
 
 def _parameter_changes(pa: dict[str, Any], pb: dict[str, Any]) -> list[str]:

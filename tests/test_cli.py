@@ -131,6 +131,7 @@ def test_reproduce_runs_a_notebook_and_writes_manifest_report_and_summary(projec
     report = (project / "figures" / "smoke" / "REPORT.md").read_text()
     assert "| [motivation](#motivation) | ok |" in report and "| 1/1 (+1 n/a) |" in report
     assert "### ✅ holds: c1" in report and "### ➖ n/a: c2" in report and "*needs two seeds*" in report
+    assert "Parameters set on top of the profile: `train_steps=4`" in report
     assert "[`runs/notebooks/smoke/01_motivation.ipynb`](../../runs/notebooks/smoke/01_motivation.ipynb)" in report
     assert "| [customization](#customization) | not run here |" in report
     assert not (project / "figures" / "default").exists(), "a smoke run writes nothing for another profile"
