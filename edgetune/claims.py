@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
+from filelock import FileLock
 
 from edgetune.figures import markdown_table
 from edgetune.paths import SECTIONS, figures_dir
@@ -67,11 +68,18 @@ def load_ledger(profile: str) -> pd.DataFrame:
 
 
 def record(claims: list[Claim]) -> pd.DataFrame:
-    """Upsert `claims` into their profile's ledger (CSV + Markdown, atomically) and return that whole ledger."""
+    """Upsert `claims` into their profile's ledger (CSV + Markdown, each written atomically, the whole update under a
+    file lock so concurrent runs never lose rows) and return that whole ledger."""
     profiles = {c.profile for c in claims}
     if len(profiles) != 1:
         raise ValueError(f"record() takes the claims of one profile at a time, got {sorted(profiles) or 'none'}")
     (profile,) = profiles
+    folder = figures_dir(profile)
+    with FileLock(folder / ".claims.lock"):  # read-modify-write: concurrent runs must not drop each other's rows
+        return _record(profile, claims, folder)
+
+
+def _record(profile: str, claims: list[Claim], folder) -> pd.DataFrame:
     new = pd.DataFrame(
         [{**dataclasses.asdict(c), "figures": ";".join(c.figures)} for c in claims], columns=list(COLUMNS)
     )
@@ -82,7 +90,6 @@ def record(claims: list[Claim]) -> pd.DataFrame:
     ledger = ledger.sort_values(
         ["section", "profile", "claim"], key=lambda c: c.map(order) if c.name == "section" else c
     )
-    folder = figures_dir(profile)
     csv = ledger.assign(holds=ledger.holds.map({True: "True", False: "False", None: ""}))
     write_text(folder / "claims.csv", csv.to_csv(index=False, lineterminator="\n"))
     write_text(
