@@ -124,3 +124,80 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(a, b), name
     assert [h["loss"] for h in resumed_run.history] == [h["loss"] for h in straight_run.history]
     assert len(resumed_run.history) == 12
+
+
+def _weights_stage(calls):
+    def compute(folder):
+        calls.append(folder)
+        save_weights(torch.nn.Linear(64, 64), folder / "model.safetensors")
+        return RunResult(stage="s", config={}, seed=0, metrics={"acc": float(len(calls))})
+
+    return compute
+
+
+def _garble(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside the tensors: safetensors itself would load it without complaint
+    path.write_bytes(bytes(data))
+
+
+CORRUPTIONS = {
+    "weights truncated": lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:100]),
+    "weights emptied": lambda f: (f / "model.safetensors").write_bytes(b""),
+    "weights garbled": lambda f: _garble(f / "model.safetensors"),
+    "weights deleted": lambda f: (f / "model.safetensors").unlink(),
+    "result truncated": lambda f: (f / "result.json").write_text((f / "result.json").read_text()[:40]),
+    "result an empty object": lambda f: (f / "result.json").write_text("{}"),
+    "result a list": lambda f: (f / "result.json").write_text("[1, 2]"),
+    "result not UTF-8": lambda f: (f / "result.json").write_bytes(b"\xff\xfe{"),
+}
+NOTICES = {
+    "weights truncated": "model.safetensors does not match its checksum",
+    "weights emptied": "model.safetensors does not match its checksum",
+    "weights garbled": "model.safetensors does not match its checksum",
+    "weights deleted": "model.safetensors is missing",
+    "result truncated": "result.json unreadable (JSONDecodeError",
+    "result an empty object": "result.json unreadable (TypeError",
+    "result a list": "result.json unreadable (",
+    "result not UTF-8": "result.json unreadable (UnicodeDecodeError",
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=CORRUPTIONS)
+def test_a_damaged_cache_entry_is_recomputed_with_a_notice_naming_the_file(tmp_path, corruption, capsys):
+    calls = []
+    first, folder = cached("s", Cfg(), _weights_stage(calls), cache_dir=tmp_path)
+    assert set(first.checksums) == {"model.safetensors"} and len(first.checksums["model.safetensors"]) == 64
+    CORRUPTIONS[corruption](folder)
+    again, same = cached("s", Cfg(), _weights_stage(calls), cache_dir=tmp_path)
+    assert len(calls) == 2 and same == folder and again.metrics == {"acc": 2.0}
+    err = capsys.readouterr().err
+    assert f"edgetune: cache entry {folder}: {NOTICES[corruption]}" in err and err.count("\n") == 1
+    assert "Traceback" not in err
+    reused, _ = cached("s", Cfg(), _weights_stage(calls), cache_dir=tmp_path)  # intact again: reused quietly
+    assert len(calls) == 2 and reused.metrics == {"acc": 2.0} and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", ["truncate state", "garble weights", "delete checksums"])
+def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, damage, capsys):
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = Checkpointer(tmp_path, every=2, keep=2)
+    for step in (2, 4):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        ckpt.save(step, model, opt, None, [{"step": step}])
+    newest = ckpt.checkpoints()[-1]
+    if damage == "truncate state":
+        (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:50])
+    elif damage == "garble weights":
+        _garble(newest / "model.safetensors")
+    else:
+        (newest / "checksums.json").unlink()
+    step, history = ckpt.restore(model, opt, None)
+    assert (step, history) == (2, [{"step": 2}]) and torch.all(model.weight == 2)
+    err = capsys.readouterr().err
+    assert f"edgetune: checkpoint {newest}: " in err and "skipping it" in err and "Traceback" not in err
+    for checkpoint in ckpt.checkpoints():
+        (checkpoint / "state.pt").write_bytes(b"")
+    assert ckpt.restore(model, opt, None) == (0, [])  # nothing trustworthy left: a fresh start

@@ -4,6 +4,10 @@ A stage's key is its name plus a hash of its resolved config. Its folder `runs/c
 stage's artifacts (safetensors weights, resumable checkpoints) and, once finished, `result.json`. `result.json`
 is written last and atomically, so its presence means "done": a second call returns it without recomputing,
 `force=True` recomputes, and an interrupted stage finds its checkpoints in the same folder and resumes.
+
+`result.json` records the SHA-256 of every other file in the folder. A reuse checks them: an entry whose
+`result.json` cannot be read, or one of whose files is missing, truncated or altered, is recomputed, with a
+one-line notice naming the file (never a deserializer's traceback, never a silently different result).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,9 +97,42 @@ def cached(
     if force and folder.exists():
         shutil.rmtree(folder)
     if result_path.exists():
-        return RunResult.from_dict(json.loads(result_path.read_text())), folder
+        reused = _verified(folder)
+        if reused is not None:
+            return reused, folder
     folder.mkdir(parents=True, exist_ok=True)
     result = compute(folder)
     result.key = folder.name
+    result.checksums = checksums(folder)
     write_json(result_path, result.to_dict())
     return result, folder
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder` but `result.json`, by path relative to it."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.relative_to(folder).as_posix() != RESULT)
+    return {f.relative_to(folder).as_posix(): content_digest(f) for f in files}
+
+
+def _verified(folder: Path) -> RunResult | None:
+    """The finished result in `folder` if it and every file it lists are intact; else None, after a notice and
+    emptying the folder (a partial or altered entry is never resumed from)."""
+    try:
+        result = RunResult.from_dict(json.loads((folder / RESULT).read_text(encoding="utf-8")))
+        problem = next((f"{name} {why}" for name, why in _damaged(folder, result.checksums)), None)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        result, problem = None, f"{RESULT} unreadable ({type(err).__name__}: {str(err)[:120]})"
+    if problem is None:
+        return result
+    print(f"edgetune: cache entry {folder}: {problem}; recomputing it", file=sys.stderr)
+    shutil.rmtree(folder)
+    return None
+
+
+def _damaged(folder: Path, expected: dict[str, str]):
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            yield name, "is missing"
+        elif content_digest(path) != digest:
+            yield name, "does not match its checksum (truncated or altered)"

@@ -1,21 +1,60 @@
 """Weights as safetensors, and resumable training checkpoints.
 
 A training checkpoint is a folder `ckpt-<step>/` holding `model.safetensors` (the weights) and `state.pt`
-(optimizer state, the data generator's and torch's RNG states, the step and the metric history). It is built in a
-temp folder and renamed into place, so a crash mid-save leaves the previous checkpoint intact.
+(optimizer state, the data generator's and torch's RNG states, the step and the metric history), and
+`checksums.json` (their SHA-256). It is built in a temp folder and renamed into place, so a crash mid-save leaves the
+previous checkpoint intact; on restore a checkpoint whose files do not match their checksums is skipped, with a
+notice, for the one before it (or a fresh start).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import pickle
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from edgetune.runs.io import atomic_write
+
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _damaged(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be trusted (a file missing or not matching the checksum written with it), or None."""
+    try:
+        expected = json.loads((checkpoint / CHECKSUMS).read_text())
+    except (OSError, ValueError) as err:
+        return f"{CHECKSUMS} unreadable ({type(err).__name__})"
+    for name, digest in expected.items():
+        if not (checkpoint / name).is_file():
+            return f"{name} is missing"
+        if _sha256(checkpoint / name) != digest:
+            return f"{name} does not match its checksum (truncated or altered)"
+    return None
+
+
+def _load(checkpoint: Path, model, optimizer, generator) -> tuple[int, list[dict[str, float]]]:
+    load_weights(model, checkpoint / "model.safetensors")
+    state: dict[str, Any] = torch.load(checkpoint / "state.pt", weights_only=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if generator is not None:
+        generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), list(state["history"])
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
@@ -60,18 +99,16 @@ class Checkpointer:
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, generator: torch.Generator | None
     ) -> tuple[int, list[dict[str, float]]]:
         """Load the newest checkpoint into the given objects; returns (step to start from, metric history)."""
-        found = self.checkpoints()
-        if not found:
-            return 0, []
-        latest = found[-1]
-        load_weights(model, latest / "model.safetensors")
-        state: dict[str, Any] = torch.load(latest / "state.pt", weights_only=True)
-        if optimizer is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        if generator is not None:
-            generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        return int(state["step"]), list(state["history"])
+        for checkpoint in reversed(self.checkpoints()):  # newest first; a damaged one falls back to the one before
+            problem = _damaged(checkpoint)
+            if problem is None:
+                try:
+                    return _load(checkpoint, model, optimizer, generator)
+                except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError, SafetensorError) as err:
+                    problem = f"unreadable ({type(err).__name__}: {str(err)[:120]})"
+            print(f"edgetune: checkpoint {checkpoint}: {problem}; skipping it", file=sys.stderr)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        return 0, []
 
     def maybe_save(self, step: int, model, optimizer, generator, history, final: bool = False) -> Path | None:
         """Save at every `every`-th step (and when `final`); returns the checkpoint folder if one was written."""
@@ -93,6 +130,8 @@ class Checkpointer:
                 "history": history,
             }
             torch.save(state, tmp / "state.pt")
+            sums = {name: _sha256(tmp / name) for name in ("model.safetensors", "state.pt")}
+            (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n")
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

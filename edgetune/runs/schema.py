@@ -13,8 +13,21 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("edgetune", "torch", "torchvision", "timm", "transformers", "peft", "accelerate", "numpy", "matplotlib",
-            "seaborn", "pandas", "papermill", "nbval")
+PACKAGES = (
+    "edgetune",
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "peft",
+    "accelerate",
+    "numpy",
+    "matplotlib",
+    "seaborn",
+    "pandas",
+    "papermill",
+    "nbval",
+)
 
 
 @dataclass
@@ -35,6 +48,7 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     key: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)  # SHA-256 of every file of its cache folder
 
     @classmethod
     def measured(
@@ -43,9 +57,18 @@ class RunResult:
         """A result whose environment fields come from the run itself: `model`'s parameter counts, `meter`'s wall
         time and peak memory, the device's name and the installed package versions."""
         total, trainable = count_parameters(model)
-        return cls(stage=stage, config=config, seed=seed, params_total=total, params_trainable=trainable,
-                   wall_time_s=meter.wall_time_s, peak_memory_bytes=meter.peak_memory_bytes,
-                   device=describe_device(device), versions=package_versions(), **fields)
+        return cls(
+            stage=stage,
+            config=config,
+            seed=seed,
+            params_total=total,
+            params_trainable=trainable,
+            wall_time_s=meter.wall_time_s,
+            peak_memory_bytes=meter.peak_memory_bytes,
+            device=describe_device(device),
+            versions=package_versions(),
+            **fields,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
