@@ -136,5 +136,19 @@ def test_cli_validation(capsys):
     with pytest.raises(SystemExit):
         parse(["--phase", "FT", "--out-dir", "x", "--incubation", "a"])
     assert "FT needs 4 --incubation dirs" in capsys.readouterr().err
-    assert parse(["--phase", "E2E", "--out-dir", "x", "--depths", "3", "3"]).depths == (3, 3)
+    assert parse(["--phase", "E2E", "--out-dir", "x", "--depths", "3", "3"])[0].depths == (3, 3)
     assert Division((3, 3)).total == 6 and stage_state  # public API imported
+
+
+def test_a_folder_holding_another_run_is_refused_and_force_trains_again(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(_cli(["--out-dir", out])) == 0
+    first = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert main(_cli(["--out-dir", out, "--checkpoint-every", "5"])) == 0  # bookkeeping only: the same run, reused
+    capsys.readouterr()
+    assert main(_cli(["--out-dir", out, "--lr", "0.01"])) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run with other settings (lr: 0.001 there, 0.01 asked)" in err and "--force" in err
+    assert json.loads((tmp_path / "run" / "result.json").read_text()) == first  # untouched
+    assert main(_cli(["--out-dir", out, "--lr", "0.01", "--force"])) == 0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["config"]["lr"] == 0.01

@@ -7,12 +7,14 @@ edgetune.assemble ...`. MT modules are independent jobs (one per --idx), runnabl
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 from edgetune.assemble.train import PHASES, AssembleConfig, run
 
 
-def parse(argv: list[str] | None = None) -> AssembleConfig:
+def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
     p = argparse.ArgumentParser(prog="python -m edgetune.assemble", description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", required=True, choices=PHASES)
     p.add_argument("--out-dir", required=True, help="where checkpoints, model.safetensors and result.json go")
@@ -21,6 +23,7 @@ def parse(argv: list[str] | None = None) -> AssembleConfig:
     p.add_argument("--depths", type=int, nargs="+", default=[2, 2, 2, 2], help="blocks per stage of the target")
     p.add_argument("--meta", help="MT: the PT run's output dir")
     p.add_argument("--incubation", nargs="+", default=[], help="FT: the MT runs' output dirs, in stage order")
+    p.add_argument("--force", action="store_true", help="empty --out-dir first and train again")
     for name, kind, default in (
         ("num-classes", int, 20),
         ("train-size", int, 8_000),
@@ -37,15 +40,23 @@ def parse(argv: list[str] | None = None) -> AssembleConfig:
     ):
         p.add_argument(f"--{name}", type=kind, default=default)
     args = vars(p.parse_args(argv))
+    force = args.pop("force")
     args["depths"], args["incubation"] = tuple(args["depths"]), tuple(args["incubation"])
     try:
-        return AssembleConfig(**args)
+        return AssembleConfig(**args), force
     except ValueError as e:
         p.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> int:
-    result = run(parse(argv))
+    cfg, force = parse(argv)
+    if force and Path(cfg.out_dir).exists():
+        shutil.rmtree(cfg.out_dir)
+    try:
+        result = run(cfg)
+    except ValueError as e:  # a folder holding another run: say so, exit 2
+        print(f"python -m edgetune.assemble: error: {e}", file=sys.stderr)
+        return 2
     print(
         f"{result.stage}: accuracy {result.metrics['accuracy']:.4f}, {result.flops:.3e} training FLOPs, "
         f"{result.wall_time_s:.1f} s"

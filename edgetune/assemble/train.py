@@ -138,7 +138,7 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     """Train one phase to completion (resuming if interrupted) and write model + result into `cfg.out_dir`."""
     out = Path(cfg.out_dir)
     if (out / "result.json").is_file():
-        return RunResult.from_dict(json.loads((out / "result.json").read_text()))
+        return _finished(cfg, out)
     gpu = torch.cuda.is_available()  # without cpu=True accelerate would not join a CPU (gloo) process group
     accelerator = accelerator or Accelerator(
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if gpu else "no", cpu=not gpu
@@ -151,6 +151,25 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     start, history = _resume(accelerator, out)
     history = _train(cfg, accelerator, model, optimizer, params, (train_x, train_y), start, history, test)
     return _finish(cfg, accelerator, model, division, test, history, flops_per_image)
+
+
+# what may differ between the run that finished in a folder and a request for it without changing its result
+_NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation")
+
+
+def _finished(cfg: AssembleConfig, out: Path) -> RunResult:
+    """The finished run in `out`, if it was made with the requested config; a folder holding another run is an
+    error naming the differing fields (a different --out-dir or --force), never a silently mislabelled result."""
+    try:
+        result = RunResult.from_dict(json.loads((out / "result.json").read_text(encoding="utf-8")))
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{out / 'result.json'} is unreadable ({err}); remove it or rerun with --force") from err
+    stored, wanted = result.config, json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as stored
+    differ = sorted(k for k in wanted if k not in _NOT_RESULT and stored.get(k) != wanted[k])
+    if differ:
+        change = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} asked" for k in differ)
+        raise ValueError(f"{out} holds a finished run with other settings ({change}); use another --out-dir or --force")
+    return result
 
 
 def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
