@@ -293,3 +293,25 @@ def test_a_run_is_keyed_only_by_the_hyper_parameters_its_method_reads():
             assert (changed != base) == (method == "strato"), (method, name)
         steps = config_hash(run_key(config("smoke", steps=31).run_config("gsm8k", 42, method)))
         assert steps != base, method  # every method reads the training length
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("- a\n- b\n", "holds a YAML list; expected a mapping of sections"),
+        (b"training:\n  lr: \xff\n", "is not UTF-8 text"),
+        ("training:\n  lr: .inf\n", "training.lr=inf; expected a finite positive float below 10"),
+        ("training:\n  lr: .nan\n", "training.lr=nan; expected a finite positive float below 10"),
+        ("seed: 99999999999999999999\n", "seed=99999999999999999999; expected an integer in"),
+        ("training:\n  steps: 1000000000000\n", "training.steps=1000000000000; expected at most"),
+        ("training: [1, 2]\n", "training must be a mapping, got list"),
+    ],
+)
+def test_the_runner_refuses_bad_yaml_with_exit_2_naming_the_problem(tmp_path, content, message, capsys):
+    from edgetune.strato.__main__ import main
+
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(path), "--dry-run"])
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -148,7 +148,9 @@ class RunConfig:
             ),
             (self.training.steps > 0, "training.steps", self.training.steps, "a positive integer"),
             (self.training.batch_size > 0, "training.batch_size", self.training.batch_size, "a positive integer"),
-            (self.training.lr > 0, "training.lr", self.training.lr, "a positive float"),
+            (0 < self.training.lr < 10, "training.lr", self.training.lr, "a finite positive float below 10"),
+            (0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32)"),
+            (self.training.steps <= 10_000_000, "training.steps", self.training.steps, "at most 10,000,000"),
             (0 <= self.training.warmup_frac < 1, "training.warmup_frac", self.training.warmup_frac, "in [0, 1)"),
             (
                 self.training.gradient_accumulation_steps > 0,
@@ -253,9 +255,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), s
             f"model / peft / task / training / device (see edgetune/strato/configs/)"
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config {path} is not UTF-8 text (byte {e.start}); expected a YAML file") from e
     except yaml.YAMLError as e:
         raise ValueError(f"config {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path} holds a YAML {type(data).__name__}; expected a mapping of sections")
     if seed is not None:
         data["seed"] = seed
     try:
