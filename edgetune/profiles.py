@@ -36,7 +36,37 @@ def resolve(profiles: dict[str, C], profile: str, **overrides: Any) -> C:
     for name, value in given.items():  # papermill and JSON carry sequences as lists; the configs hold tuples
         if isinstance(value, list) and isinstance(getattr(base, name), tuple):
             given[name] = tuple(value)
-    return dataclasses.replace(base, **given)
+    config = dataclasses.replace(base, **given)
+    check_ranges(config)
+    return config
+
+
+# Generous ceilings: far above every profile (the paper's ImageNet run included), low enough that a typo such as
+# train_steps=10**12 stops before an endless run starts.
+MAX_COUNT = 100_000_000
+SEED_LIMIT = 2**32  # numpy's and torch's seeding both accept [0, 2**32)
+
+
+def check_ranges(config: Any) -> None:
+    """What every section config must satisfy besides its own checks: integers (steps, sizes, counts) ≥ 0 and at
+    most `MAX_COUNT`, seeds in [0, 2**32), floats finite; each failure names the field, its value and the range."""
+    import math
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int) and f.name in ("seed", "seeds") and not 0 <= v < SEED_LIMIT:
+                raise ValueError(f"{f.name}={value!r}; expected integers in [0, 2**32)")
+            if isinstance(v, int) and not 0 <= v <= MAX_COUNT:
+                raise ValueError(
+                    f"{f.name}={value!r}; expected an integer in [0, {MAX_COUNT:,}] (a step count, size "
+                    "or count beyond that is a typo, not a run)"
+                )
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name}={value!r}; expected a finite number")
 
 
 def pick_device(device: str = "auto"):

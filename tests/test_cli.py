@@ -350,3 +350,40 @@ def test_a_parameter_applies_to_the_sections_that_have_it():
     assert strato.config("smoke", **only["peft"]).seeds == (1, 2)
     with pytest.raises(UsageError, match="peft: seeds must not be empty"):
         resolve_overrides(["peft"], "smoke", ["seeds=[]"])
+
+
+BAD_VALUES = {  # per section: -p values that must stop before anything runs
+    "motivation": [
+        "seed=99999999999999999999",
+        "seed=-1",
+        "train_steps=-5",
+        "train_steps=1000000000000",
+        "num_domains=0",
+        "lr=inf",
+        "lr=nan",
+        "batch_size=0",
+        "retrain_steps=-5",
+    ],
+    "customization": ["finetune_steps=-1", "rounds=1000000000000", "seed=4294967296", "batch_size=0"],
+    "retraining": ["kb_steps=-5", "window_iterations=-3", "sparsity=nan", "test_size=0"],
+    "assembling": ["pt_steps=-1", "ft_steps=1000000000000", "lr=inf", "depths=[]"],
+    "peft": ["steps=-5", "seeds=[-1]", "lam=nan", "episodes=1000000000000", "tasks=[]"],
+}
+
+
+@pytest.mark.parametrize("section", BAD_VALUES)
+def test_bad_values_exit_2_before_anything_runs(section, capsys):
+    import subprocess
+
+    from edgetune.paths import root
+    from edgetune.sections import section as find
+
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=root(), capture_output=True, text=True).stdout
+    for assignment in BAD_VALUES[section]:
+        name = assignment.split("=")[0]
+        assert name in find(section).config_fields(), assignment
+        assert main(["reproduce", "--section", section, "--profile", "smoke", "-p", assignment]) == 2, assignment
+        err = capsys.readouterr().err
+        assert f"edgetune: error: {section}: " in err and name.rstrip("s") in err, (assignment, err)
+    after = subprocess.run(["git", "status", "--porcelain"], cwd=root(), capture_output=True, text=True).stdout
+    assert after == before, "a refused run changed tracked files"
