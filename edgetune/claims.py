@@ -17,7 +17,7 @@ from filelock import FileLock
 
 from edgetune.figures import markdown_table
 from edgetune.paths import SECTIONS, figures_dir
-from edgetune.profiles import PROFILES
+from edgetune.profiles import PROFILES, check_label
 from edgetune.runs.io import write_text
 
 COLUMNS = ("section", "claim", "paper_value", "reproduced_value", "profile", "holds", "note", "figures")
@@ -41,8 +41,11 @@ class Claim:
     def __post_init__(self):
         if self.section not in SECTIONS:
             raise ValueError(f"Claim.section={self.section!r}; expected one of {SECTIONS}")
-        if self.profile not in PROFILES:
-            raise ValueError(f"Claim.profile={self.profile!r}; expected one of {PROFILES}")
+        try:
+            check_label(self.profile)
+        except ValueError:
+            expected = f"one of {PROFILES} (or <profile>+<8 hex>)"
+            raise ValueError(f"Claim.profile={self.profile!r}; expected {expected}") from None
         if self.holds is not None and not isinstance(self.holds, bool):
             raise TypeError(f"Claim.holds must be a bool or None, got {type(self.holds).__name__} ({self.holds!r})")
         if self.holds is None and not self.note:

@@ -20,6 +20,7 @@ import argparse
 import ast
 import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -263,8 +264,9 @@ def reproduce(
         _save_manifest(path, manifest)
     manifest["finished"] = _now()
     _save_manifest(path, manifest)
-    report = write_report(profile)
-    print(_summary(manifest, path, report))
+    labels = dict.fromkeys(e.get("label", profile) for e in manifest["sections"].values() if "label" in e)
+    reports = [write_report(label) for label in labels or [profile]]
+    print(_summary(manifest, path, reports))
     return status
 
 
@@ -306,11 +308,12 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
     from jupyter_client.manager import KernelManager
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    from edgetune.profiles import budget_s
+    from edgetune.profiles import budget_s, run_label
     from edgetune.progress import TEXT_ENV
 
     profile = params["profile"]
-    output = runs_dir() / "notebooks" / profile / notebook.name
+    label = run_label(profile, params.get("overrides"))  # where the notebook writes: <profile>+<hash> if overridden
+    output = runs_dir() / "notebooks" / label / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     start, error, status = time.perf_counter(), None, None
     previous = os.environ.get(TEXT_ENV)
@@ -368,10 +371,11 @@ def _execute(section: str, notebook: Path, params: dict[str, Any], timeout: int 
         "notebook": display_path(notebook),
         "executed_notebook": display_path(output),
         "parameters": params,
+        "label": label,
         "finished": _now(),
         # only a finished run's claims and files: after a failure, the ledger and folder still hold an older run's
-        "claims": _section_claims(section, profile) if status == "ok" else None,
-        "files": _section_files(section, profile) if status == "ok" else None,
+        "claims": _section_claims(section, label) if status == "ok" else None,
+        "files": _section_files(section, label) if status == "ok" else None,
     }
 
 
@@ -394,7 +398,7 @@ def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
     write_json(path, manifest)
 
 
-def _summary(manifest: dict[str, Any], path: Path, report: Path) -> str:
+def _summary(manifest: dict[str, Any], path: Path, reports: list[Path]) -> str:
     from edgetune.claims import tally
     from edgetune.report import format_budget, format_time
 
@@ -403,8 +407,10 @@ def _summary(manifest: dict[str, Any], path: Path, report: Path) -> str:
     for section, e in manifest["sections"].items():
         time_s, budget = format_time(e), format_budget(e)
         held = tally([c["holds"] for c in e.get("claims") or []])
-        lines.append(f"{section:<14} {e['status']:<11} {time_s:>9} {budget:>9}  {held}")
-    lines += ["", f"report:   {display_path(report)}", f"manifest: {display_path(path)}"]
+        label = e.get("label", manifest["profile"])
+        overridden = f"  as {label} (overrides: {json.dumps(e['parameters'].get('overrides'))})" if "+" in label else ""
+        lines.append(f"{section:<14} {e['status']:<11} {time_s:>9} {budget:>9}  {held}{overridden}")
+    lines += [""] + [f"report:   {display_path(r)}" for r in reports] + [f"manifest: {display_path(path)}"]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ picks a headless one (Agg) by itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,9 +117,17 @@ class SectionOutputs:
 
     section: str
     profile: str
+    overrides: dict | None = None  # values set on top of the profile: the run is labelled `<profile>+<hash>`
 
     def __post_init__(self):
-        figures_dir(self.profile, self.section)  # validates both names before any work
+        from edgetune.profiles import run_label
+
+        object.__setattr__(self, "profile", run_label(self.profile, self.overrides))  # validates the profile
+        folder = figures_dir(self.profile, self.section)  # validates the section before any work
+        if self.overrides:
+            given = {k: v for k, v in self.overrides.items() if v is not None}
+            text = json.dumps(given, indent=2, sort_keys=True, default=list) + "\n"
+            write_text(folder.parent / "overrides.json", text)
 
     @property
     def folder(self) -> Path:

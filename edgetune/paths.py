@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgetune.profiles import PROFILES
+from edgetune.profiles import check_label
 from edgetune.sections import NAMES as SECTIONS
 
 
@@ -50,8 +50,7 @@ def figures_dir(profile: str, section: str | None = None) -> Path:
     `EDGETUNE_FIGURES` redirects the base folder (the notebook tests write their smoke figures under `runs/` this
     way).
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    check_label(profile)
     if section is not None and section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; expected one of {', '.join(SECTIONS)}")
     base = Path(os.environ["EDGETUNE_FIGURES"]) if os.environ.get("EDGETUNE_FIGURES") else root() / "figures"

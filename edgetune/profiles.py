@@ -7,10 +7,34 @@ Each section keeps its own profiles next to its config dataclass; `resolve` appl
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any, TypeVar
 
 PROFILES = ("smoke", "default", "gpu", "paper")
 C = TypeVar("C")
+
+
+def run_label(profile: str, overrides: dict[str, Any] | None = None) -> str:
+    """Where a run's figures and claims go: the profile's name, or `<profile>+<hash of the overrides>` when any value
+    was overridden, so a run with overrides never passes itself off as the plain profile (its folder also keeps
+    the overrides, `overrides.json`)."""
+    check_label(profile)
+    if "+" in profile:
+        raise ValueError(f"profile {profile!r} is a run label; expected one of {PROFILES}")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return profile
+    canonical = json.dumps(given, sort_keys=True, default=list)
+    return f"{profile}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
+def check_label(label: str) -> str:
+    """`label` if it is a profile or a run label (`<profile>+<8 hex digits>`); else a ValueError naming it."""
+    profile, plus, digest = label.partition("+")
+    if profile not in PROFILES or (plus and not (len(digest) == 8 and all(c in "0123456789abcdef" for c in digest))):
+        raise ValueError(f"unknown profile {label!r}; expected one of {', '.join(PROFILES)} (or <profile>+<8 hex>)")
+    return label
 
 
 def budget_s(section: str, profile: str) -> float | None:
@@ -20,7 +44,7 @@ def budget_s(section: str, profile: str) -> float | None:
     the section table (`edgetune.sections`)."""
     from edgetune.sections import section as find
 
-    return find(section).budgets_s.get(profile)
+    return find(section).budgets_s.get(profile.partition("+")[0])
 
 
 def resolve(profiles: dict[str, C], profile: str, **overrides: Any) -> C:

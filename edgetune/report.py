@@ -26,17 +26,20 @@ VERSIONS_SHOWN = ("python", "torch", "torchvision", "timm", "transformers", "pef
 
 
 def latest_entries(profile: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """Per section, (manifest, section entry) of the newest reproduction at `profile` that ran it."""
+    """Per section, (manifest, section entry) of the newest reproduction at `profile` that ran it. `profile` may be
+    a run label (`<profile>+<hash>`): only runs with exactly those overrides count, and a plain profile's report
+    never shows a run with overrides."""
+    base = profile.partition("+")[0]
     folder = runs_dir() / "reproductions"
     found: dict[str, tuple[dict, dict]] = {}
-    for path in sorted(folder.glob(f"*-{profile}.json")) if folder.is_dir() else []:
+    for path in sorted(folder.glob(f"*-{base}.json")) if folder.is_dir() else []:
         try:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             print(f"edgetune: note: skipping unreadable manifest {path}: {e}", file=sys.stderr)
             continue
         for section, entry in manifest.get("sections", {}).items():
-            if entry.get("status") != "not run":
+            if entry.get("status") != "not run" and entry.get("label", base) == profile:
                 found[section] = (manifest, entry)  # sorted by id (a UTC timestamp): the last one wins
     return found
 

@@ -5,6 +5,7 @@ import pytest
 
 from edgetune import cli
 from edgetune.cli import UsageError, convert, main, parse_assignment
+from edgetune.profiles import run_label
 
 
 @pytest.mark.parametrize(
@@ -99,8 +100,10 @@ def _manifests(runs):
 
 CLAIM_CELL = (
     "from edgetune import claims\n"
-    "claims.record([claims.Claim('motivation', 'c1', 'p', f'{steps}', profile, steps < 5, figures=('f',)),\n"
-    "               claims.Claim('motivation', 'c2', 'p', 'r', profile, None, note='needs two seeds')])"
+    "from edgetune.profiles import run_label\n"
+    "label = run_label(profile, overrides)\n"
+    "claims.record([claims.Claim('motivation', 'c1', 'p', f'{steps}', label, steps < 5, figures=('f',)),\n"
+    "               claims.Claim('motivation', 'c2', 'p', 'r', label, None, note='needs two seeds')])"
 )
 
 
@@ -109,31 +112,30 @@ def test_reproduce_runs_a_notebook_and_writes_manifest_report_and_summary(projec
         project / "notebooks" / cli.NOTEBOOKS["motivation"], "assert steps == 4 and profile == 'smoke'\n" + CLAIM_CELL
     )
     assert main(["reproduce", "--profile", "smoke", "-p", "train_steps=4"]) == 0
+    label = run_label("smoke", {"train_steps": 4})
+    assert label.startswith("smoke+") and len(label) == len("smoke+") + 8  # never the plain profile
     (manifest,) = _manifests(project / "runs")
     assert manifest["id"].endswith("-smoke") and manifest["profile"] == "smoke" and manifest["finished"]
     entry = manifest["sections"]["motivation"]
-    assert entry["status"] == "ok" and entry["parameters"] == {
-        "profile": "smoke",
-        "force": False,
-        "overrides": {"train_steps": 4},
-    }
-    assert entry["executed_notebook"] == "runs/notebooks/smoke/01_motivation.ipynb" and entry["duration_s"] > 0
+    assert entry["status"] == "ok" and entry["label"] == label
+    assert entry["parameters"] == {"profile": "smoke", "force": False, "overrides": {"train_steps": 4}}
+    assert entry["executed_notebook"] == f"runs/notebooks/{label}/01_motivation.ipynb" and entry["duration_s"] > 0
     assert entry["budget_s"] == 60 and entry["within_budget"] is True
     assert [c["holds"] for c in entry["claims"]] == [True, None] and entry["files"].keys() == set()
     assert {"torch", "timm", "papermill"} <= set(manifest["versions"]) and "device" in manifest
-    assert (project / "runs" / "notebooks" / "smoke" / "01_motivation.ipynb").exists()
     out, err = capsys.readouterr()
     assert "skipping customization" in err and "[1/1] motivation (smoke profile)" in err
     summary = out.splitlines()
     assert any(line.split()[:3] == ["motivation", "ok", entry_time(entry)] for line in summary), out
-    assert any(line.endswith("1/1 (+1 n/a)") for line in summary), out
-    assert "report:   figures/smoke/REPORT.md" in out
-    report = (project / "figures" / "smoke" / "REPORT.md").read_text()
+    assert any(line.endswith("as " + label + ' (overrides: {"train_steps": 4})') for line in summary), out
+    assert f"report:   figures/{label}/REPORT.md" in out
+    report = (project / "figures" / label / "REPORT.md").read_text()
     assert "| [motivation](#motivation) | ok |" in report and "| 1/1 (+1 n/a) |" in report
     assert "### ✅ holds: c1" in report and "### ➖ n/a: c2" in report and "*needs two seeds*" in report
     assert "Parameters set on top of the profile: `train_steps=4`" in report
-    assert "[`runs/notebooks/smoke/01_motivation.ipynb`](../../runs/notebooks/smoke/01_motivation.ipynb)" in report
+    assert f"[`runs/notebooks/{label}/01_motivation.ipynb`](../../runs/notebooks/{label}/01_motivation.ipynb)" in report
     assert "| [customization](#customization) | not run here |" in report
+    assert not (project / "figures" / "smoke").exists(), "a run with overrides writes nothing as the plain profile"
     assert not (project / "figures" / "default").exists(), "a smoke run writes nothing for another profile"
 
 
@@ -146,7 +148,7 @@ def test_compare_shows_what_changed_between_two_reproductions(project, capsys):
     _notebook(
         nb,
         CLAIM_CELL + "\nfrom edgetune.paths import figures_dir\n"
-        "(figures_dir(profile, 'motivation') / 'f.csv').write_text(str(steps))",
+        "(figures_dir(label, 'motivation') / 'f.csv').write_text(str(steps))",
     )
     assert main(["reproduce", "--profile", "smoke"]) == 0
     assert main(["reproduce", "--profile", "smoke", "-p", "train_steps=7"]) == 0

@@ -162,3 +162,23 @@ def test_concurrent_writers_never_lose_a_ledger_row(tmp_path):
     assert len(ledger) == 40 and sorted(ledger.section.unique()) == sorted(sections)
     assert set(ledger.reproduced_value) == {"round 19"}
     assert "claims.csv" in {p.name for p in (tmp_path / "smoke").iterdir()}
+
+
+def test_a_run_with_overrides_is_labelled_and_keeps_them_beside_its_figures(tmp_path, monkeypatch):
+    from edgetune.profiles import check_label, run_label
+
+    monkeypatch.setenv("EDGETUNE_FIGURES", str(tmp_path))
+    assert run_label("default") == run_label("default", {}) == run_label("default", {"seed": None}) == "default"
+    label = run_label("default", {"train_steps": 1000, "num_domains": 20})
+    assert label == run_label("default", {"num_domains": 20, "train_steps": 1000})  # order does not matter
+    assert label != run_label("default", {"train_steps": 999}) and check_label(label) == label
+    out = SectionOutputs("motivation", "default", {"train_steps": 1000, "num_domains": 20})
+    assert out.profile == label and out.folder == tmp_path / label / "motivation"
+    assert (tmp_path / label / "overrides.json").read_text() == '{\n  "num_domains": 20,\n  "train_steps": 1000\n}\n'
+    assert not (tmp_path / "default").exists()
+    for bad in ("defaults", "default+xyz", "default+0123456", "smoke+0123456g"):
+        with pytest.raises(ValueError, match="unknown profile"):
+            check_label(bad)
+    with pytest.raises(ValueError, match="is a run label"):
+        run_label(label, {"seed": 1})
+    claims.Claim("motivation", "c", "p", "r", label, True)  # a ledger row may carry the label
