@@ -32,6 +32,7 @@ def latest_entries(profile: str) -> dict[str, tuple[dict[str, Any], dict[str, An
     base = profile.partition("+")[0]
     folder = runs_dir() / "reproductions"
     found: dict[str, tuple[dict, dict]] = {}
+    last_ok: dict[str, str] = {}
     for path in sorted(folder.glob(f"*-{base}.json")) if folder.is_dir() else []:
         try:
             manifest = json.loads(path.read_text())
@@ -41,6 +42,11 @@ def latest_entries(profile: str) -> dict[str, tuple[dict[str, Any], dict[str, An
         for section, entry in manifest.get("sections", {}).items():
             if entry.get("status") != "not run" and entry.get("label", base) == profile:
                 found[section] = (manifest, entry)  # sorted by id (a UTC timestamp): the last one wins
+                if entry.get("status") == "ok":
+                    last_ok[section] = manifest.get("id", path.stem)
+    for section, (manifest, entry) in found.items():  # a failed run keeps the last good one beside it
+        if entry.get("status") != "ok" and section in last_ok:
+            found[section] = (manifest, {**entry, "last_ok": last_ok[section]})
     return found
 
 
@@ -97,7 +103,9 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
                 "Parameters set on top of the profile: " + ", ".join(f"`{k}={v!r}`" for k, v in overrides.items()),
             ]
         if entry["status"] != "ok" and not claims.empty:
-            out += ["", "**The claims below are from an earlier run of this section**: this one did not finish."]
+            last = entry.get("last_ok")
+            earlier = f"reproduction {last}, the last that finished" if last else "an earlier run"
+            out += ["", f"**The claims below are from {earlier}**: this one did not finish."]
     else:
         out.append("Not run in this checkout yet: `edgetune reproduce --section " + section + "`.")
     out.append("")

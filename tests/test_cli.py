@@ -240,7 +240,8 @@ def test_a_failed_run_is_not_credited_with_older_claims(project, capsys):
     ok, failed = _manifests(project / "runs")
     assert len(ok["sections"]["motivation"]["claims"]) == 2 and failed["sections"]["motivation"]["claims"] is None
     report = (project / "figures" / "smoke" / "REPORT.md").read_text()
-    assert "| [motivation](#motivation) | failed |" in report and "from an earlier run of this section" in report
+    assert "| [motivation](#motivation) | failed |" in report
+    assert f"from reproduction {ok['id']}, the last that finished**: this one did not finish" in report
 
 
 def test_compare_reads_incomplete_manifests_and_refuses_others(tmp_path, capsys):

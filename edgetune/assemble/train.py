@@ -138,7 +138,7 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     """Train one phase to completion (resuming if interrupted) and write model + result into `cfg.out_dir`."""
     out = Path(cfg.out_dir)
     if (out / "result.json").is_file():
-        return _finished(cfg, out)
+        return _finished_run(cfg, out)
     gpu = torch.cuda.is_available()  # without cpu=True accelerate would not join a CPU (gloo) process group
     accelerator = accelerator or Accelerator(
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if gpu else "no", cpu=not gpu
@@ -157,7 +157,7 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
 _NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation")
 
 
-def _finished(cfg: AssembleConfig, out: Path) -> RunResult:
+def _finished_run(cfg: AssembleConfig, out: Path) -> RunResult:
     """The finished run in `out`, if it was made with the requested config; a folder holding another run is an
     error naming the differing fields (a different --out-dir or --force), never a silently mislabelled result."""
     try:
