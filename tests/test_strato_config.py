@@ -237,8 +237,8 @@ def test_cache_keys_follow_file_contents_not_paths(paper_project, tmp_path, monk
     import shutil
 
     from edgetune.runs.cache import config_hash
+    from edgetune.strato.config import keyed
     from edgetune.strato.search import search_key
-    from edgetune.strato.train import keyed
 
     monkeypatch.setenv("EDGETUNE_ROOT", str(paper_project))
     run = PROFILES["paper"].run_config("gsm8k", 42, "strato")
@@ -283,7 +283,7 @@ def test_the_search_key_holds_what_the_proxy_fine_tunes_read():
 
 def test_a_run_is_keyed_only_by_the_hyper_parameters_its_method_reads():
     from edgetune.runs.cache import config_hash
-    from edgetune.strato.train import run_key
+    from edgetune.strato.recipe import run_key
 
     profile = PROFILES["smoke"]
     for method in METHODS:

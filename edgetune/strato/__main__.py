@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from edgetune.strato.train import run
+    from edgetune.strato.recipe import run
 
     with torch.autograd.set_detect_anomaly(args.debug):
         result, folder = run(config, force=args.force, progress=True, fast_dev_run=args.fast_dev_run)

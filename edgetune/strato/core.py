@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from edgetune.progress import progress
-from edgetune.strato import train
+from edgetune.strato import recipe, train
 from edgetune.strato.config import PeftComparisonConfig
 from edgetune.strato.spec import MODULES
 
@@ -47,7 +47,7 @@ def _job(config, force: bool, threads: int) -> tuple[dict, str]:
 
     if threads:
         torch.set_num_threads(threads)
-    result, folder = train.run(config, force=force)
+    result, folder = recipe.run(config, force=force)
     return result.metrics, str(folder)
 
 

@@ -22,6 +22,7 @@ from edgetune.runs import RunResult, cached, write_json
 from edgetune.strato import controller, cost, lm, methods, tasks
 from edgetune.strato.config import RunConfig, keyed
 from edgetune.strato.spec import ATTENTION, MODULES, Allocation, module_shapes
+from edgetune.strato.train import train_adapters
 
 
 def sensitivities(model, batches: list[dict], device) -> np.ndarray:
@@ -116,8 +117,6 @@ def _search(config: RunConfig, model, loop, seed: int, folder: Path) -> RunResul
     )
 
     def evaluate(allocation: Allocation) -> controller.Evaluation:
-        from edgetune.strato.train import train_adapters
-
         candidate = methods.wrap(copy.deepcopy(model), spec, total_step=s.proxy_steps, allocation=allocation)
         train_adapters(candidate, proxy)
         score = lm.answer_token_accuracy(candidate, loop.dev, loop.tokenizer, context=loop.context, device=loop.device)
