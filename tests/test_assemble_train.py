@@ -136,7 +136,17 @@ def test_cli_validation(capsys):
     with pytest.raises(SystemExit):
         parse(["--phase", "FT", "--out-dir", "x", "--incubation", "a"])
     assert "FT needs 4 --incubation dirs" in capsys.readouterr().err
-    assert parse(["--phase", "E2E", "--out-dir", "x", "--depths", "3", "3"])[0].depths == (3, 3)
+    assert parse(["--phase", "E2E", "--out-dir", "x", "--depths", "4", "4"])[0].depths == (4, 4)
+    for bad, message in (
+        (["--steps", "-3"], "steps=-3; expected a positive integer"),
+        (["--batch-size", "0"], "batch_size=0; expected a positive integer"),
+        (["--depths", "3", "3"], "depths=(3, 3); expected positive stage depths summing to edge-small's 8 blocks"),
+        (["--lr", "inf"], "lr=inf"),
+        (["--seed", "99999999999"], "seed=99999999999; expected an integer in [0, 2**32)"),
+    ):
+        with pytest.raises(SystemExit):
+            parse(["--phase", "E2E", "--out-dir", "x", *bad])
+        assert message in capsys.readouterr().err, bad
     assert Division((3, 3)).total == 6 and stage_state  # public API imported
 
 
@@ -152,3 +162,11 @@ def test_a_folder_holding_another_run_is_refused_and_force_trains_again(tmp_path
     assert json.loads((tmp_path / "run" / "result.json").read_text()) == first  # untouched
     assert main(_cli(["--out-dir", out, "--lr", "0.01", "--force"])) == 0
     assert json.loads((tmp_path / "run" / "result.json").read_text())["config"]["lr"] == 0.01
+
+
+def test_a_missing_input_run_is_named_with_exit_2(tmp_path, capsys):
+    meta = tmp_path / "no-pt-here"
+    args = ["--phase", "MT", "--model", "edge-tiny", "--depths", "2", "2", "--meta", str(meta)]
+    assert main([*args, "--out-dir", str(tmp_path / "mt")]) == 2
+    err = capsys.readouterr().err
+    assert f"{meta} holds no finished run (no result.json); run that phase first" in err and "Traceback" not in err

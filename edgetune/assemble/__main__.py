@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(cfg.out_dir)
     try:
         result = run(cfg)
-    except ValueError as e:  # a folder holding another run: say so, exit 2
+    except (ValueError, FileNotFoundError) as e:  # another run in the folder, or an input run missing: exit 2
         print(f"python -m edgetune.assemble: error: {e}", file=sys.stderr)
         return 2
     print(

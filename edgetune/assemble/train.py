@@ -77,6 +77,27 @@ class AssembleConfig:
             raise ValueError(
                 f"FT needs {len(self.depths)} --incubation dirs (one MT run per stage), got {len(self.incubation)}"
             )
+        for name in ("steps", "batch_size", "grad_accum", "num_classes", "train_size", "test_size"):
+            if not 1 <= getattr(self, name) <= 100_000_000:
+                raise ValueError(f"{name}={getattr(self, name)}; expected a positive integer (at most 100,000,000)")
+        for name in ("warmup_steps", "seed", "eval_every"):
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ValueError(f"{name}={getattr(self, name)}; expected an integer in [0, 2**32)")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every}; expected a positive integer")
+        if not (math.isfinite(self.lr) and 0 < self.lr < 10) or not (
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0
+        ):
+            raise ValueError(
+                f"lr={self.lr}, weight_decay={self.weight_decay}; expected a finite lr in (0, 10), decay ≥ 0"
+            )
+        if self.clip_grad is not None and not (math.isfinite(self.clip_grad) and self.clip_grad > 0):
+            raise ValueError(f"clip_grad={self.clip_grad}; expected a finite positive number or None")
+        blocks = VIT_FAMILY[self.model].depth
+        if not self.depths or min(self.depths) < 1 or sum(self.depths) != blocks:
+            raise ValueError(
+                f"depths={self.depths}; expected positive stage depths summing to {self.model}'s {blocks} blocks"
+            )
 
     @property
     def shape(self) -> ViTShape:
