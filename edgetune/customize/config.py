@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from edgetune.data.scenes import SCENES_VERSION
 from edgetune.data.sources import SOURCES
 from edgetune.models.vit import VIT_FAMILY
-from edgetune.profiles import resolve
+from edgetune.profiles import StageKeys, resolve
 
 
 @dataclass(frozen=True)
-class CustomizeConfig:
+class CustomizeConfig(StageKeys):
     """Every number the customization notebook uses. Field names double as the notebook's parameter names."""
 
     seed: int = 0
@@ -68,9 +67,6 @@ class CustomizeConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
-    def subset(self, *names: str) -> dict:
-        """The named fields plus the scene generator's version: what keys a cached stage."""
-        return {**{name: getattr(self, name) for name in names}, "scenes_version": SCENES_VERSION}
 
 
 DATA_FIELDS = ("seed", "data", "num_classes", "fine_grained", "train_size", "model")

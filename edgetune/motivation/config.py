@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from edgetune.data.scenes import SCENES_VERSION
 from edgetune.models.vit import VIT_FAMILY
-from edgetune.profiles import resolve
+from edgetune.profiles import StageKeys, resolve
 
 DATA_SOURCES = ("scenes", "cifar100")
 
 
 @dataclass(frozen=True)
-class MotivationConfig:
+class MotivationConfig(StageKeys):
     """Every number the motivation notebook uses. Field names double as the notebook's parameter names."""
 
     seed: int = 0
@@ -61,10 +60,6 @@ class MotivationConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
-    def subset(self, *names: str) -> dict:
-        """The named fields as a dict, plus the scene generator's version: what keys a cached stage (so unrelated
-        parameter changes do not invalidate it, and a change to the rendered data does)."""
-        return {**{name: getattr(self, name) for name in names}, "scenes_version": SCENES_VERSION}
 
 
 TRAIN_FIELDS = (

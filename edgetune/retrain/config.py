@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from edgetune.data.scenes import SCENES_VERSION
 from edgetune.models.vit import VIT_FAMILY
-from edgetune.profiles import resolve
+from edgetune.profiles import StageKeys, resolve
 
 DATA = ("scenes", "imagefolder")
 
 
 @dataclass(frozen=True)
-class RetrainingConfig:
+class RetrainingConfig(StageKeys):
     """Every number the retraining notebook uses. Field names double as the notebook's parameter names.
 
     Hyper-parameters follow the original's (docs/blocktrainer.md#profiles) where they transfer to this scale;
@@ -93,10 +92,6 @@ class RetrainingConfig:
         if self.law_iterations < self.eval_every:
             raise ValueError(f"law_iterations={self.law_iterations} must be ≥ eval_every={self.eval_every}")
 
-    def subset(self, *names: str) -> dict:
-        """The named fields (all when none are named) plus the scene generator's version: what keys a cached stage."""
-        names = names or tuple(f.name for f in fields(self) if f.name != "device")
-        return {**{name: getattr(self, name) for name in names}, "scenes_version": SCENES_VERSION}
 
 
 # What each cached stage depends on (so an online-only change does not retrain the offline models). `test_size` sets
