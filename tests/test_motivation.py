@@ -96,9 +96,9 @@ def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
 
     from edgetune.runs import config_hash
 
-    config_module = importlib.import_module("edgetune.motivation.config")  # the module, not the function
+    scenes = importlib.import_module("edgetune.data.scenes")  # where every section's stage keys read it
 
     key = config("smoke").subset("seed", "train_steps")
-    assert key == {"seed": 0, "train_steps": 150, "scenes_version": config_module.SCENES_VERSION}
-    monkeypatch.setattr(config_module, "SCENES_VERSION", config_module.SCENES_VERSION + 1)
+    assert key == {"seed": 0, "train_steps": 150, "scenes_version": scenes.SCENES_VERSION}
+    monkeypatch.setattr(scenes, "SCENES_VERSION", scenes.SCENES_VERSION + 1)
     assert config_hash(config("smoke").subset("seed", "train_steps")) != config_hash(key)
