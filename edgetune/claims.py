@@ -57,12 +57,16 @@ def load_ledger(profile: str) -> pd.DataFrame:
     path = figures_dir(profile) / "claims.csv"
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
-    ledger = pd.read_csv(path, dtype=str, keep_default_na=False)
+    fix = f"restore it (`git checkout -- {path.name}` in its folder) or delete it to start this profile's ledger anew"
+    try:
+        ledger = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable claims ledger ({type(err).__name__}); {fix}") from None
     if "figures" not in ledger.columns:  # ledgers written before claims named their figures
         ledger["figures"] = ""
     missing = set(COLUMNS) - set(ledger.columns)
     if missing:
-        raise ValueError(f"{path} lacks columns {sorted(missing)}; expected {list(COLUMNS)}")
+        raise ValueError(f"{path} lacks columns {sorted(missing)}; expected {list(COLUMNS)}; {fix}")
     unknown = set(ledger["holds"]) - {"True", "False", ""}
     if unknown:
         raise ValueError(f"{path}: column 'holds' has {sorted(unknown)}; expected True, False or empty (n/a)")

@@ -101,6 +101,18 @@ def test_a_corrupt_ledger_verdict_is_refused():
         claims.load_ledger("smoke")
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [b'section,claim\n"unterminated,x\n', b"\xff\xfe\x00garbage", b"", b"a,b\n1,2,3,4,5\n"],
+    ids=["open quote", "not UTF-8", "empty", "ragged"],
+)
+def test_a_garbled_ledger_is_named_with_what_to_do(garbage):
+    path = figures_dir("smoke") / "claims.csv"
+    path.write_bytes(garbage)
+    with pytest.raises(ValueError, match=f"{path}.*(not a readable claims ledger|lacks columns).*git checkout"):
+        claims.load_ledger("smoke")
+
+
 def test_outputs_are_written_with_ordinary_permissions():
     out = SectionOutputs("motivation", "smoke")
     data = pd.DataFrame({"x": [1, 2], "y": [3, 4]})

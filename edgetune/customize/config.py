@@ -68,7 +68,6 @@ class CustomizeConfig(StageKeys):
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
 
-
 DATA_FIELDS = ("seed", "data", "num_classes", "fine_grained", "train_size", "model")
 FINETUNE_FIELDS = (*DATA_FIELDS, "batch_size", "finetune_steps", "finetune_lr")
 DYNAVITW_FIELDS = (*FINETUNE_FIELDS, "importance_batches", "dynavitw_steps", "elastic_lr", "hidden_weight")

@@ -61,7 +61,6 @@ class MotivationConfig(StageKeys):
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
 
-
 TRAIN_FIELDS = (
     "seed",
     "data",

@@ -93,7 +93,6 @@ class RetrainingConfig(StageKeys):
             raise ValueError(f"law_iterations={self.law_iterations} must be ≥ eval_every={self.eval_every}")
 
 
-
 # What each cached stage depends on (so an online-only change does not retrain the offline models). `test_size` sets
 # the source test split every offline stage reports its accuracy on; the knowledge base also fits the neuron index
 # (`index_ridge`) and reports its accuracy at the online `sparsity`.
