@@ -170,3 +170,31 @@ def test_a_missing_input_run_is_named_with_exit_2(tmp_path, capsys):
     assert main([*args, "--out-dir", str(tmp_path / "mt")]) == 2
     err = capsys.readouterr().err
     assert f"{meta} holds no finished run (no result.json); run that phase first" in err and "Traceback" not in err
+
+
+def test_a_damaged_checkpoint_is_skipped_and_the_run_still_reaches_the_same_weights(tmp_path, monkeypatch, capsys):
+    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **TINY))
+    schedule = train._schedule
+
+    def crash_at_step_5(step, warmup, steps):
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash after the step-4 checkpoint")
+        return schedule(step, warmup, steps)
+
+    monkeypatch.setattr(train, "_schedule", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
+    monkeypatch.setattr(train, "_schedule", schedule)
+    checkpoints = sorted((tmp_path / "b" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    assert len(checkpoints) == 2 and (checkpoints[-1] / "checksums.json").is_file()
+    weights = next(checkpoints[-1].glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside a tensor: accelerate would load it without complaint
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    resumed = run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
+    err = capsys.readouterr().err
+    assert f"edgetune: checkpoint {checkpoints[-1]}: {weights.name} does not match its checksum" in err
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)

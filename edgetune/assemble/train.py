@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
 from edgetune.models import VIT_FAMILY, forward_flops
 from edgetune.models.vit import ViTShape
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
+from edgetune.runs.cache import content_digest
 from edgetune.training import normalize
 
 PHASES = ("PT", "MT", "FT", "E2E")
@@ -194,12 +196,35 @@ def _finished_run(cfg: AssembleConfig, out: Path) -> RunResult:
 
 
 def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
-    """The newest complete checkpoint's step and history (0 and [] when starting fresh)."""
+    """The newest intact checkpoint's step and history (0 and [] when starting fresh). A checkpoint whose files do
+    not match the checksums written with it is skipped, with a notice, for the one before it; every process reads
+    the same files, so all of them make the same choice."""
     found = sorted((out / "checkpoints").glob("step_*/history.json"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not found:
-        return 0, []
-    accelerator.load_state(str(found[-1].parent))
-    return int(found[-1].parent.name.split("_")[1]), json.loads(found[-1].read_text())
+    for history in reversed(found):
+        folder = history.parent
+        problem = _damaged_checkpoint(folder)
+        if problem is None:
+            try:
+                accelerator.load_state(str(folder))
+                return int(folder.name.split("_")[1]), json.loads(history.read_text())
+            except (RuntimeError, ValueError, KeyError, OSError) as err:
+                problem = f"unreadable ({type(err).__name__}: {str(err)[:120]})"
+        if accelerator.is_main_process:
+            print(f"edgetune: checkpoint {folder}: {problem}; skipping it", file=sys.stderr)
+    return 0, []
+
+
+def _damaged_checkpoint(folder: Path) -> str | None:
+    try:
+        expected = json.loads((folder / "checksums.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"checksums.json unreadable ({type(err).__name__})"
+    for name, digest in expected.items():
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+        if content_digest(folder / name) != digest:
+            return f"{name} does not match its checksum (truncated or altered)"
+    return None
 
 
 def _train(cfg, accelerator, model, optimizer, params, train, start, history, test) -> list[dict]:
@@ -250,8 +275,11 @@ def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[di
     """accelerate's state, then the history last: a checkpoint without history.json is incomplete and ignored."""
     folder = out / "checkpoints" / f"step_{step}"
     accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()  # every process's files are written before they are summed
     if accelerator.is_main_process:
-        write_json(folder / "history.json", history)
+        files = sorted(f for f in folder.rglob("*") if f.is_file())
+        write_json(folder / "checksums.json", {f.relative_to(folder).as_posix(): content_digest(f) for f in files})
+        write_json(folder / "history.json", history)  # last: marks the checkpoint complete
         for old in sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-2]:
             shutil.rmtree(old, ignore_errors=True)
 
