@@ -114,6 +114,14 @@ EXITS = {
     "os.write(found['result_fd'], found['nonce'])\nos._exit(0)\n",
     "signal handler through _signal": "import _signal\n_signal.signal(10, lambda s, f: None)\n" + WRONG,
     "signal handler through a stdlib module": "import subprocess\nsubprocess.signal.signal(10, print)\n" + WRONG,
+    "signal handler through importlib internals": "import os, importlib._bootstrap as b\nsig = b._gcd_import('_signal')\n"
+    "found = {}\ndef h(signum, f):\n    while f is not None:\n        if 'nonce' in f.f_locals:\n"
+    "            found.update(f.f_locals)\n        f = f.f_back\nsig.signal(10, h)\nsig.raise_signal(10)\n"
+    "os.write(found['result_fd'], found['nonce'])\nos._exit(0)\n",
+    "signal module from its spec": "import importlib.util as u\nm = u.module_from_spec(u.find_spec('_signal'))\n"
+    "m.signal(10, print)\n" + WRONG,
+    "signal module via _imp": "import _imp, importlib.machinery as m\n"
+    "s = _imp.create_builtin(m.ModuleSpec('_signal', None))\ns.signal(10, print)\n" + WRONG,
     "its own audit hook": "import sys\nsys.addaudithook(lambda event, args: None)\n" + WRONG,
     "tamper with the runner": "import sys\nm = sys.modules['__main__']\nm._main = m._guard = None\nsys.exit(0)\n",
 }
@@ -308,8 +316,22 @@ def test_bad_arguments_are_named():
 
 def test_signals_are_not_needed_to_kill_it():
     assert signal.SIGKILL  # the scorer kills with SIGKILL: nothing the program installs can catch it
-    ignore = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    ignore = (  # the kernel refuses the handler too (seccomp); the kill must not depend on either
+        "import signal, time\ntry:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\nexcept OSError:\n    pass\n"
+        "time.sleep(60)\n"
+    )
     start = time.monotonic()
     # without the Python guard, which refuses signal handlers altogether: the kill must not depend on it
     outcome = run_program(ignore, Limits(wall_s=1.5, cpu_s=5), python_guard=False)
     assert outcome.reason == "timeout" and time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["guarded", "os-only"])
+def test_the_kernel_refuses_signal_handlers_whatever_python_allows(guard):
+    """A handler receives the interrupted frame (a path to the runner's nonce): seccomp refuses rt_sigaction with a
+    new action, however the signal module was reached; reading a handler still works."""
+    install = "import importlib._bootstrap as b\ns = b._gcd_import('_signal')\ns.signal(10, print)\n"
+    outcome = run_program(install, FAST, python_guard=guard)
+    assert not outcome.passed and "Operation not permitted" in outcome.stderr
+    read = "import importlib._bootstrap as b\ns = b._gcd_import('_signal')\nassert s.getsignal(10) == s.SIG_DFL\n"
+    assert run_program(read, FAST, python_guard=guard).passed

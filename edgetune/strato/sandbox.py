@@ -23,7 +23,8 @@ A pass is reported through a channel the program cannot forge. The scorer hands 
 trusted runner through an inherited pipe; the runner reads it and closes the pipe before any untrusted code runs,
 keeps it where Python code cannot reach it (an audit hook, which cannot be removed, refuses frame and garbage-
 collector introspection, signal handlers (they receive frames), `ctypes`, tracing, further audit hooks, subprocesses
-and sockets), and writes it to a second inherited pipe
+and sockets; and, since Python can reach the signal module without an audited import, a seccomp filter makes the
+kernel refuse to install any signal handler), and writes it to a second inherited pipe
 only after `check(candidate)` has returned. Exiting early (`sys.exit`, `os._exit`, `exit()`, atexit or excepthook
 tricks), crashing, being killed, or tampering with modules all end without the nonce, so they score as failures.
 The candidate's return values must be plain built-in values (exact `int`, `float`, `str`, containers of them, …),
@@ -41,6 +42,7 @@ import resource
 import secrets
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -212,7 +214,8 @@ def _run(files: dict[str, str], mode: str, entry_point: str, limits: Limits, gua
         result_r, result_w = os.pipe()
         os.write(nonce_w, nonce)
         os.close(nonce_w)
-        argv = [*_bwrap_argv(bwrap, inputs), _python(), "-I", "-S", "-B", "/in/runner.py"]
+        seccomp = _seccomp_fd()
+        argv = [*_bwrap_argv(bwrap, inputs), "--seccomp", str(seccomp), _python(), "-I", "-S", "-B", "/in/runner.py"]
         argv += [str(nonce_r), str(result_w), mode, entry_point, "on" if guard else "off"]
         nproc = limits.processes + _processes_of(os.getuid())
         with tempfile.TemporaryFile() as stderr:
@@ -223,13 +226,14 @@ def _run(files: dict[str, str], mode: str, entry_point: str, limits: Limits, gua
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
                     env={},
-                    pass_fds=(nonce_r, result_w),
+                    pass_fds=(nonce_r, result_w, seccomp),
                     start_new_session=True,  # its own process group, killed as a whole
                     preexec_fn=lambda: (cgroup.join(), _limit(limits, nproc)),
                 )
             finally:
                 os.close(nonce_r)
                 os.close(result_w)
+                os.close(seccomp)
             try:
                 proc.wait(timeout=limits.wall_s)
                 reason = None
@@ -244,6 +248,46 @@ def _run(files: dict[str, str], mode: str, entry_point: str, limits: Limits, gua
     if reason is None and proc.returncode == 0 and report == READY + nonce:
         return Outcome(True, "passed", 0, tail)
     return Outcome(False, reason or "failed", proc.returncode, tail)
+
+
+# A seccomp filter (classic BPF, handed to bwrap's --seccomp) that refuses to install signal handlers: a handler is
+# called with the interrupted frame, and from any frame f_back leads to the runner's, which holds the nonce. Python
+# can reach the signal module without any audited import (importlib internals), so the refusal is the kernel's:
+# rt_sigaction with a new action fails with EPERM (reading the current one still works); any other syscall ABI on
+# the machine (32-bit, x32) is refused outright.
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 13), "aarch64": (0xC00000B7, 134)}  # audit arch, __NR_rt_sigaction
+
+
+def _seccomp_filter() -> bytes:
+    machine = os.uname().machine
+    if machine not in _SECCOMP_ARCH:
+        raise SandboxUnavailable(f"the sandbox's seccomp filter knows x86_64 and aarch64, not {machine}")
+    arch, rt_sigaction = _SECCOMP_ARCH[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, refuse = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    program = [
+        (ld, 0, 0, 4),  # 0: seccomp_data.arch
+        (jeq, 1, 0, arch),  # 1: this machine's ABI → 3
+        (ret, 0, 0, refuse),  # 2: another ABI
+        (ld, 0, 0, 0),  # 3: seccomp_data.nr
+        (jge, 6, 0, 0x40000000),  # 4: the x32 ABI → 11
+        (jeq, 0, 4, rt_sigaction),  # 5: not rt_sigaction → 10
+        (ld, 0, 0, 24),  # 6: args[1] (the new action), low half
+        (jeq, 0, 3, 0),  # 7: non-NULL → 11
+        (ld, 0, 0, 28),  # 8: high half
+        (jeq, 0, 1, 0),  # 9: non-NULL → 11
+        (ret, 0, 0, allow),  # 10
+        (ret, 0, 0, refuse),  # 11
+    ]
+    return b"".join(struct.pack("HBBI", code, jt, jf, k) for code, jt, jf, k in program)
+
+
+def _seccomp_fd() -> int:
+    """A file descriptor holding the filter, read by bwrap (a memfd: nothing on disk)."""
+    fd = os.memfd_create("edgetune-sandbox-seccomp")
+    os.write(fd, _seccomp_filter())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _bwrap_argv(bwrap: str, inputs: str) -> list[str]:
