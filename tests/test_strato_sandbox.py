@@ -114,8 +114,9 @@ EXITS = {
     "os.write(found['result_fd'], found['nonce'])\nos._exit(0)\n",
     "signal handler through _signal": "import _signal\n_signal.signal(10, lambda s, f: None)\n" + WRONG,
     "signal handler through a stdlib module": "import subprocess\nsubprocess.signal.signal(10, print)\n" + WRONG,
-    "signal handler through importlib internals": "import os, importlib._bootstrap as b\nsig = b._gcd_import('_signal')\n"
-    "found = {}\ndef h(signum, f):\n    while f is not None:\n        if 'nonce' in f.f_locals:\n"
+    "signal handler through importlib internals": "import os, importlib._bootstrap as b\n"
+    "sig = b._gcd_import('_signal')\nfound = {}\ndef h(signum, f):\n    while f is not None:\n"
+    "        if 'nonce' in f.f_locals:\n"
     "            found.update(f.f_locals)\n        f = f.f_back\nsig.signal(10, h)\nsig.raise_signal(10)\n"
     "os.write(found['result_fd'], found['nonce'])\nos._exit(0)\n",
     "signal module from its spec": "import importlib.util as u\nm = u.module_from_spec(u.find_spec('_signal'))\n"
