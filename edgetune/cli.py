@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _label(text: str) -> str:
+    from edgetune.profiles import check_label
+
+    try:
+        return check_label(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from edgetune import __version__
 
@@ -82,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="recompute cached stages")
     rep.add_argument("--timeout", type=int, default=None, metavar="SECONDS", help="limit per notebook cell")
     claims = sub.add_parser("claims", help="print the claims ledger of a profile")
-    claims.add_argument("--profile", choices=PROFILES, default="default", help="whose ledger (default: default)")
+    claims.add_argument(
+        "--profile", type=_label, default="default", help="whose ledger: a profile or a run label <profile>+<hash>"
+    )
     claims.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="only these sections")
     claims.add_argument("--verdict", choices=("yes", "NO", "n/a"), help="only claims with this verdict")
     claims.add_argument("--full", action="store_true", help="do not shorten long cells")
@@ -176,13 +187,15 @@ def _try(kind: str, raw: str) -> Any:
 def _sequence(kind: str, raw: str) -> Any:
     """`[42,43]` or `42,43` as a list (tuple) of scalars that match the declared item type, e.g. `list[int]`."""
     text = raw if raw.startswith(("[", "(")) else f"[{raw}]"
+    item = _base(kind[kind.index("[") + 1 : -1].split(",")[0]) if "[" in kind else ""  # tuple[int, ...] → int
     try:
         value = ast.literal_eval(text)  # literals only: never evaluates code
     except (ValueError, SyntaxError):
-        return _NO
+        if item != "str":
+            return _NO
+        value = [v.strip() for v in text.strip("[]()").split(",") if v.strip()]  # -p tasks=gsm8k,mmlu
     if not isinstance(value, list | tuple):
         return _NO
-    item = _base(kind[kind.index("[") + 1 : -1].split(",")[0]) if "[" in kind else ""  # tuple[int, ...] → int
     accepted = {"int": int, "float": int | float, "str": str, "bool": bool}.get(item, int | float | str | bool)
     if any(not isinstance(v, accepted) or (item in ("int", "float") and isinstance(v, bool)) for v in value):
         return _NO
@@ -204,7 +217,7 @@ def resolve_overrides(sections: list[str], profile: str, assignments: list[str])
             accepted = "\n".join(f"  {s}: {', '.join(sorted(fields[s]))}" for s in sections)
             raise UsageError(f"no section run here has a parameter {name!r}; the config fields are:\n{accepted}")
         for s in takers:
-            value = convert(name, raw, fields[s][name])
+            value = _as_declared(convert(name, raw, fields[s][name]), fields[s][name])
             overrides[s][name] = list(value) if isinstance(value, tuple) else value  # papermill passes lists
     for name in sections:
         try:
@@ -212,6 +225,17 @@ def resolve_overrides(sections: list[str], profile: str, assignments: list[str])
         except (ValueError, TypeError) as e:
             raise UsageError(f"{name}: {e}") from e
     return overrides
+
+
+def _as_declared(value: Any, kind: str) -> Any:
+    """A float field's value as a float (`-p lr=1` is 1.0, as `-p lr=1.0`: one config, one cache key, one label),
+    items of a `tuple[float, ...]` likewise."""
+    items = kind[kind.index("[") + 1 :].split(",")[0].strip() if "[" in kind else ""
+    if "float" in _split_union(kind) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if items == "float" and isinstance(value, list | tuple):
+        return type(value)(float(v) for v in value)
+    return value
 
 
 def resolve_parameters(notebook: Path, profile: str, overrides: dict[str, Any], force: bool) -> dict[str, Any]:

@@ -124,8 +124,8 @@ class SectionOutputs:
 
         object.__setattr__(self, "profile", run_label(self.profile, self.overrides))  # validates the profile
         folder = figures_dir(self.profile, self.section)  # validates the section before any work
-        if self.overrides:
-            given = {k: v for k, v in self.overrides.items() if v is not None}
+        given = {k: v for k, v in (self.overrides or {}).items() if v is not None}
+        if given:
             text = json.dumps(given, indent=2, sort_keys=True, default=list) + "\n"
             write_text(folder.parent / "overrides.json", text)
 

@@ -198,3 +198,10 @@ def test_a_damaged_checkpoint_is_skipped_and_the_run_still_reaches_the_same_weig
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_force_empties_only_a_run_folder(tmp_path, capsys):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine")
+    assert main(_cli(["--out-dir", str(tmp_path), "--force"])) == 2
+    assert "--force empties only a run's folder" in capsys.readouterr().err and precious.read_text() == "mine"

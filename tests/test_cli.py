@@ -369,7 +369,15 @@ BAD_VALUES = {  # per section: -p values that must stop before anything runs
     ],
     "customization": ["finetune_steps=-1", "rounds=1000000000000", "seed=4294967296", "batch_size=0"],
     "retraining": ["kb_steps=-5", "window_iterations=-3", "sparsity=nan", "test_size=0"],
-    "assembling": ["pt_steps=-1", "ft_steps=1000000000000", "lr=inf", "depths=[]"],
+    "assembling": [
+        "pt_steps=-1",
+        "ft_steps=1000000000000",
+        "lr=inf",
+        "depths=[]",
+        "pt_steps=0",
+        "batch_size=0",
+        "depths=[0,4]",
+    ],
     "peft": ["steps=-5", "seeds=[-1]", "lam=nan", "episodes=1000000000000", "tasks=[]"],
 }
 
@@ -390,3 +398,25 @@ def test_bad_values_exit_2_before_anything_runs(section, capsys):
         assert f"edgetune: error: {section}: " in err and name.rstrip("s") in err, (assignment, err)
     after = subprocess.run(["git", "status", "--porcelain"], cwd=root(), capture_output=True, text=True).stdout
     assert after == before, "a refused run changed tracked files"
+
+
+def test_typed_values_are_normalized_as_the_config_declares():
+    from edgetune.cli import resolve_overrides
+
+    as_int = resolve_overrides(["assembling"], "smoke", ["lr=1", "fractions=[1,0.5]"])["assembling"]
+    as_float = resolve_overrides(["assembling"], "smoke", ["lr=1.0", "fractions=[1.0,0.5]"])["assembling"]
+    assert as_int == as_float == {"lr": 1.0, "fractions": [1.0, 0.5]} and type(as_int["lr"]) is float
+    assert run_label("smoke", as_int) == run_label("smoke", as_float)  # one config, one label, one cache key
+    assert resolve_overrides(["peft"], "smoke", ["tasks=gsm8k,mmlu"])["peft"] == {"tasks": ["gsm8k", "mmlu"]}
+    assert resolve_overrides(["peft"], "smoke", ["tasks=['humaneval']"])["peft"] == {"tasks": ["humaneval"]}
+
+
+def test_claims_reads_a_labelled_ledger(project, capsys):
+    from edgetune import claims
+
+    label = run_label("smoke", {"train_steps": 4})
+    claims.record([claims.Claim("motivation", "c1", "p", "r", label, True)])
+    assert main(["claims", "--profile", label]) == 0 and "c1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["claims", "--profile", "smoke+nothex!"])
+    assert e.value.code == 2 and "unknown profile 'smoke+nothex!'" in capsys.readouterr().err

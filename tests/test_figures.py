@@ -188,6 +188,8 @@ def test_a_run_with_overrides_is_labelled_and_keeps_them_beside_its_figures(tmp_
     assert out.profile == label and out.folder == tmp_path / label / "motivation"
     assert (tmp_path / label / "overrides.json").read_text() == '{\n  "num_domains": 20,\n  "train_steps": 1000\n}\n'
     assert not (tmp_path / "default").exists()
+    SectionOutputs("motivation", "default", {"seed": None})  # nothing set: the plain profile, no overrides.json
+    assert not (tmp_path / "default" / "overrides.json").exists()
     for bad in ("defaults", "default+xyz", "default+0123456", "smoke+0123456g"):
         with pytest.raises(ValueError, match="unknown profile"):
             check_label(bad)

@@ -150,6 +150,9 @@ CORRUPTIONS = {
     "result an empty object": lambda f: (f / "result.json").write_text("{}"),
     "result a list": lambda f: (f / "result.json").write_text("[1, 2]"),
     "result not UTF-8": lambda f: (f / "result.json").write_bytes(b"\xff\xfe{"),
+    "checksums not a mapping": lambda f: (f / "result.json").write_text(
+        json.dumps({**json.loads((f / "result.json").read_text()), "checksums": None})
+    ),
 }
 NOTICES = {
     "weights truncated": "model.safetensors does not match its checksum",
@@ -160,6 +163,7 @@ NOTICES = {
     "result an empty object": "result.json unreadable (TypeError",
     "result a list": "result.json unreadable (",
     "result not UTF-8": "result.json unreadable (UnicodeDecodeError",
+    "checksums not a mapping": "result.json unreadable (AttributeError",
 }
 
 
@@ -195,8 +199,11 @@ def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, damage, ca
     else:
         (newest / "checksums.json").unlink()
     step, history = ckpt.restore(model, opt, None)
-    assert (step, history) == (2, [{"step": 2}]) and torch.all(model.weight == 2)
     err = capsys.readouterr().err
+    if damage == "delete checksums":  # a checkpoint from before checksums: loaded as it is
+        assert (step, history) == (4, [{"step": 4}]) and torch.all(model.weight == 4) and err == ""
+        return
+    assert (step, history) == (2, [{"step": 2}]) and torch.all(model.weight == 2)
     assert f"edgetune: checkpoint {newest}: " in err and "skipping it" in err and "Traceback" not in err
     for checkpoint in ckpt.checkpoints():
         (checkpoint / "state.pt").write_bytes(b"")

@@ -48,10 +48,21 @@ def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
         p.error(str(e))
 
 
+RUN_FILES = {"result.json", "model.safetensors", "checkpoints"}  # what a phase writes into its --out-dir
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg, force = parse(argv)
-    if force and Path(cfg.out_dir).exists():
-        shutil.rmtree(cfg.out_dir)
+    out = Path(cfg.out_dir)
+    if force and out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
+        if foreign:
+            print(
+                f"python -m edgetune.assemble: error: --force empties only a run's folder; {out} also holds {foreign}",
+                file=sys.stderr,
+            )
+            return 2
+        shutil.rmtree(out)
     try:
         result = run(cfg)
     except (ValueError, FileNotFoundError) as e:  # another run in the folder, or an input run missing: exit 2

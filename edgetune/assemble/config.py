@@ -37,6 +37,37 @@ class AssemblingConfig:
             )
         if not self.fractions or self.fractions[0] != 1.0 or any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions {self.fractions} must start with 1.0 and lie in (0, 1]")
+        self.phases()  # every phase's own checks (positive steps and sizes, stage depths), before any work
+
+    def phases(self):
+        """The four phases' configs as the pipeline builds them (folders left empty)."""
+        from edgetune.assemble.train import AssembleConfig
+
+        common = dict(
+            model=self.model,
+            depths=self.depths,
+            num_classes=self.num_classes,
+            train_size=self.train_size,
+            test_size=self.test_size,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            seed=self.seed,
+            eval_every=self.eval_every,
+        )
+        k = len(self.depths)
+        built = []
+        for phase, steps, extra in (
+            ("PT", "pt_steps", {}),
+            ("MT", "mt_steps", {"meta": "-"}),
+            ("FT", "ft_steps", {"incubation": ("-",) * k}),
+        ):
+            try:
+                built.append(AssembleConfig(phase, "", steps=getattr(self, steps), **extra, **common))
+            except ValueError as e:  # name the section's own field: pt_steps=0, not steps=0
+                text = str(e)
+                raise ValueError(steps + text[len("steps") :] if text.startswith("steps=") else text) from None
+        return tuple(built)
 
 
 PROFILES: dict[str, AssemblingConfig] = {

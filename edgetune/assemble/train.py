@@ -215,6 +215,8 @@ def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
 
 
 def _damaged_checkpoint(folder: Path) -> str | None:
+    if not (folder / "checksums.json").exists():
+        return None  # written before checkpoints carried checksums: loaded as it is
     try:
         expected = json.loads((folder / "checksums.json").read_text())
     except (OSError, ValueError) as err:

@@ -120,12 +120,12 @@ def _verified(folder: Path) -> RunResult | None:
     try:
         result = RunResult.from_dict(json.loads((folder / RESULT).read_text(encoding="utf-8")))
         problem = next((f"{name} {why}" for name, why in _damaged(folder, result.checksums)), None)
-    except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
         result, problem = None, f"{RESULT} unreadable ({type(err).__name__}: {str(err)[:120]})"
     if problem is None:
         return result
     print(f"edgetune: cache entry {folder}: {problem}; recomputing it", file=sys.stderr)
-    shutil.rmtree(folder)
+    shutil.rmtree(folder, ignore_errors=True)  # another process may be emptying the same entry
     return None
 
 

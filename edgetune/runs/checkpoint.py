@@ -34,6 +34,8 @@ def _sha256(path: Path) -> str:
 
 def _damaged(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be trusted (a file missing or not matching the checksum written with it), or None."""
+    if not (checkpoint / CHECKSUMS).exists():
+        return None  # written before checkpoints carried checksums: loaded as it is (a load error still skips it)
     try:
         expected = json.loads((checkpoint / CHECKSUMS).read_text())
     except (OSError, ValueError) as err:
@@ -104,10 +106,13 @@ class Checkpointer:
             if problem is None:
                 try:
                     return _load(checkpoint, model, optimizer, generator)
+                except torch.OutOfMemoryError:
+                    raise  # the machine's trouble, not the checkpoint's
                 except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError, SafetensorError) as err:
                     problem = f"unreadable ({type(err).__name__}: {str(err)[:120]})"
+            else:
+                shutil.rmtree(checkpoint, ignore_errors=True)  # proven altered: never a candidate again
             print(f"edgetune: checkpoint {checkpoint}: {problem}; skipping it", file=sys.stderr)
-            shutil.rmtree(checkpoint, ignore_errors=True)
         return 0, []
 
     def maybe_save(self, step: int, model, optimizer, generator, history, final: bool = False) -> Path | None:
