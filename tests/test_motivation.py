@@ -102,3 +102,36 @@ def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
     assert key == {"seed": 0, "train_steps": 150, "scenes_version": scenes.SCENES_VERSION}
     monkeypatch.setattr(scenes, "SCENES_VERSION", scenes.SCENES_VERSION + 1)
     assert config_hash(config("smoke").subset("seed", "train_steps")) != config_hash(key)
+
+
+def test_each_cached_stage_is_keyed_by_what_it_reads():
+    """The early-exit stage reads the data and training fields; the retraining-gap stage those and its own, but not
+    the stream's length (its first `retrain_domains` domains do not depend on it) nor anything host-only."""
+    import dataclasses
+
+    from edgetune.data.scenes import domain_stream
+    from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS
+    from edgetune.runs.cache import config_hash
+
+    base = config("smoke")
+    assert domain_stream(base.num_domains + 5, seed=base.seed)[: base.num_domains] == domain_stream(
+        base.num_domains, seed=base.seed
+    )
+    changes = {
+        "train_steps": base.train_steps + 1,
+        "retrain_steps": base.retrain_steps + 1,
+        "retrain_domains": base.retrain_domains - 1,
+        "test_size": base.test_size + 1,
+        "num_domains": base.num_domains + 5,
+        "latency_repeats": base.latency_repeats + 1,
+        "device": "cpu" if base.device != "cpu" else "auto",
+    }
+    reads = {
+        "early-exit": (TRAIN_FIELDS, {"train_steps"}),
+        "retraining-gap": (RETRAIN_FIELDS, {"train_steps", "retrain_steps", "retrain_domains", "test_size"}),
+    }
+    for stage, (fields, read) in reads.items():
+        key = config_hash(base.subset(*fields))
+        for name, value in changes.items():
+            changed = config_hash(dataclasses.replace(base, **{name: value}).subset(*fields))
+            assert (changed != key) == (name in read), f"{stage}: {name}"

@@ -73,9 +73,10 @@ TRAIN_FIELDS = (
     "lr",
     "weight_decay",
 )
+# Not num_domains: the stream's domain i depends on (seed, i) alone and the stage retrains on its first
+# `retrain_domains` (≤ num_domains), so a longer stream leaves the stage's result unchanged.
 RETRAIN_FIELDS = (
     *TRAIN_FIELDS,
-    "num_domains",
     "retrain_domains",
     "retrain_size",
     "retrain_steps",
