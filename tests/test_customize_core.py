@@ -132,3 +132,35 @@ def test_config_validation():
         config("smoke", num_devices=3)
     with pytest.raises(ValueError, match="size_constraint=1.5"):
         config("smoke", size_constraint=1.5)
+
+
+def test_each_cloud_stage_is_keyed_by_what_it_reads():
+    """Fine-tuning, DynaViTw and DynaViT are keyed by their own fields and those of the stage they start from; the
+    edge and device tiers' fields (uncached) and host-only fields never reach a cloud key."""
+    import dataclasses
+
+    from edgetune.customize.config import DYNAVIT_FIELDS, DYNAVITW_FIELDS, FINETUNE_FIELDS
+    from edgetune.runs.cache import config_hash
+
+    base = config("smoke")
+    changes = {
+        "finetune_steps": base.finetune_steps + 1,
+        "dynavitw_steps": base.dynavitw_steps + 1,
+        "hidden_weight": base.hidden_weight * 2,
+        "dynavit_steps": base.dynavit_steps + 1,
+        "rounds": base.rounds + 1,
+        "header_budget": base.header_budget + 1,
+        "search_steps": base.search_steps + 1,
+        "checkpoint_every": base.checkpoint_every + 1,
+        "device": "cpu" if base.device != "cpu" else "auto",
+    }
+    reads = {
+        "acme-finetune": (FINETUNE_FIELDS, {"finetune_steps"}),
+        "acme-dynavitw": (DYNAVITW_FIELDS, {"finetune_steps", "dynavitw_steps", "hidden_weight"}),
+        "acme-dynavit": (DYNAVIT_FIELDS, {"finetune_steps", "dynavitw_steps", "hidden_weight", "dynavit_steps"}),
+    }
+    for stage, (fields, read) in reads.items():
+        key = config_hash(base.subset(*fields))
+        for name, value in changes.items():
+            changed = config_hash(dataclasses.replace(base, **{name: value}).subset(*fields))
+            assert (changed != key) == (name in read), f"{stage}: {name}"
