@@ -228,3 +228,20 @@ def test_missing_value_projection_is_named(hf_classifier) -> None:
 def test_hf_weights_file_as_timm_file(hf_folder: Path) -> None:
     with pytest.raises(ValueError, match="Hugging Face ViT keys; pass its folder"):
         load_vit(hf_folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "garbage"])
+def test_a_damaged_placed_weights_file_is_named_with_what_to_do(hf_folder: Path, damage: str) -> None:
+    weights = hf_folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 3], "emptied": b"", "garbage": b"\x00" * 64}[damage])
+    with pytest.raises(ValueError, match=f"{weights} is not a readable weights file .*copy it again"):
+        load_vit(hf_folder)
+
+
+def test_a_damaged_pytorch_checkpoint_is_named(tmp_path: Path) -> None:
+    file = tmp_path / "vit.pth"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, file)
+    file.write_bytes(file.read_bytes()[:40])
+    with pytest.raises(ValueError, match=f"{file} is not a readable weights file"):
+        load_vit(file)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -457,9 +459,15 @@ def _read_json(file: Path) -> dict[str, Any]:
 
 def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a torch state dict (`weights_only=True`; `model`/`state_dict` unwrapped)."""
-    if file.suffix == ".safetensors":
-        return load_file(str(file), device="cpu")
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        if file.suffix == ".safetensors":
+            return load_file(str(file), device="cpu")
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        raise ValueError(
+            f"{file} is not a readable weights file ({type(err).__name__}: {str(err)[:160]}); it may be truncated or "
+            "damaged: copy it again from its source"
+        ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
