@@ -184,10 +184,16 @@ def _try(kind: str, raw: str) -> Any:
     return _NO
 
 
+def _item_type(kind: str) -> str:
+    """The item type of a sequence type: `tuple[int, ...]` → int, `list[str] | None` → str; "" when none is given."""
+    inner = next((k for k in _split_union(kind) if "[" in k), "")
+    return _base(inner[inner.index("[") + 1 : -1].split(",")[0]) if inner else ""
+
+
 def _sequence(kind: str, raw: str) -> Any:
     """`[42,43]` or `42,43` as a list (tuple) of scalars that match the declared item type, e.g. `list[int]`."""
     text = raw if raw.startswith(("[", "(")) else f"[{raw}]"
-    item = _base(kind[kind.index("[") + 1 : -1].split(",")[0]) if "[" in kind else ""  # tuple[int, ...] → int
+    item = _item_type(kind)
     try:
         value = ast.literal_eval(text)  # literals only: never evaluates code
     except (ValueError, SyntaxError):
@@ -230,7 +236,7 @@ def resolve_overrides(sections: list[str], profile: str, assignments: list[str])
 def _as_declared(value: Any, kind: str) -> Any:
     """A float field's value as a float (`-p lr=1` is 1.0, as `-p lr=1.0`: one config, one cache key, one label),
     items of a `tuple[float, ...]` likewise."""
-    items = kind[kind.index("[") + 1 :].split(",")[0].strip() if "[" in kind else ""
+    items = _item_type(kind)
     if "float" in _split_union(kind) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if items == "float" and isinstance(value, list | tuple):

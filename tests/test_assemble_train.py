@@ -55,7 +55,8 @@ def test_phase_chain_pt_mt_ft_e2e(tmp_path):
     assert again.metrics == e2e.metrics and again.history == e2e.history
 
 
-def test_resume_after_a_crash_reaches_the_same_weights(tmp_path, monkeypatch):
+def _reference_and_crashed(tmp_path, monkeypatch):
+    """A finished 6-step run in a/, and the same run in b/ crashed after its step-4 checkpoint."""
     run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **TINY))
     schedule = train._schedule
 
@@ -68,6 +69,10 @@ def test_resume_after_a_crash_reaches_the_same_weights(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
     monkeypatch.setattr(train, "_schedule", schedule)
+
+
+def test_resume_after_a_crash_reaches_the_same_weights(tmp_path, monkeypatch):
+    _reference_and_crashed(tmp_path, monkeypatch)
     resumed = run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
@@ -173,18 +178,7 @@ def test_a_missing_input_run_is_named_with_exit_2(tmp_path, capsys):
 
 
 def test_a_damaged_checkpoint_is_skipped_and_the_run_still_reaches_the_same_weights(tmp_path, monkeypatch, capsys):
-    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **TINY))
-    schedule = train._schedule
-
-    def crash_at_step_5(step, warmup, steps):
-        if step == 5:
-            raise KeyboardInterrupt("simulated crash after the step-4 checkpoint")
-        return schedule(step, warmup, steps)
-
-    monkeypatch.setattr(train, "_schedule", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
-    monkeypatch.setattr(train, "_schedule", schedule)
+    _reference_and_crashed(tmp_path, monkeypatch)
     checkpoints = sorted((tmp_path / "b" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     assert len(checkpoints) == 2 and (checkpoints[-1] / "checksums.json").is_file()
     weights = next(checkpoints[-1].glob("*.safetensors"))

@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 import torch
+from stage_keys import assert_keyed_by_reads
 
 from edgetune.customize import config, core, ledger
 from edgetune.customize.cloud import distillation_loss, train_elastic
@@ -137,10 +138,7 @@ def test_config_validation():
 def test_each_cloud_stage_is_keyed_by_what_it_reads():
     """Fine-tuning, DynaViTw and DynaViT are keyed by their own fields and those of the stage they start from; the
     edge and device tiers' fields (uncached) and host-only fields never reach a cloud key."""
-    import dataclasses
-
     from edgetune.customize.config import DYNAVIT_FIELDS, DYNAVITW_FIELDS, FINETUNE_FIELDS
-    from edgetune.runs.cache import config_hash
 
     base = config("smoke")
     changes = {
@@ -159,8 +157,4 @@ def test_each_cloud_stage_is_keyed_by_what_it_reads():
         "acme-dynavitw": (DYNAVITW_FIELDS, {"finetune_steps", "dynavitw_steps", "hidden_weight"}),
         "acme-dynavit": (DYNAVIT_FIELDS, {"finetune_steps", "dynavitw_steps", "hidden_weight", "dynavit_steps"}),
     }
-    for stage, (fields, read) in reads.items():
-        key = config_hash(base.subset(*fields))
-        for name, value in changes.items():
-            changed = config_hash(dataclasses.replace(base, **{name: value}).subset(*fields))
-            assert (changed != key) == (name in read), f"{stage}: {name}"
+    assert_keyed_by_reads(base, changes, reads)

@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 import torch
+from stage_keys import assert_keyed_by_reads
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgetune.models import build_vit
@@ -107,11 +108,8 @@ def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
 def test_each_cached_stage_is_keyed_by_what_it_reads():
     """The early-exit stage reads the data and training fields; the retraining-gap stage those and its own, but not
     the stream's length (its first `retrain_domains` domains do not depend on it) nor anything host-only."""
-    import dataclasses
-
     from edgetune.data.scenes import domain_stream
     from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS
-    from edgetune.runs.cache import config_hash
 
     base = config("smoke")
     assert domain_stream(base.num_domains + 5, seed=base.seed)[: base.num_domains] == domain_stream(
@@ -130,8 +128,4 @@ def test_each_cached_stage_is_keyed_by_what_it_reads():
         "early-exit": (TRAIN_FIELDS, {"train_steps"}),
         "retraining-gap": (RETRAIN_FIELDS, {"train_steps", "retrain_steps", "retrain_domains", "test_size"}),
     }
-    for stage, (fields, read) in reads.items():
-        key = config_hash(base.subset(*fields))
-        for name, value in changes.items():
-            changed = config_hash(dataclasses.replace(base, **{name: value}).subset(*fields))
-            assert (changed != key) == (name in read), f"{stage}: {name}"
+    assert_keyed_by_reads(base, changes, reads)

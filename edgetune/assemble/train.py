@@ -37,7 +37,7 @@ from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
 from edgetune.models import VIT_FAMILY, forward_flops
 from edgetune.models.vit import ViTShape
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
-from edgetune.runs.cache import content_digest
+from edgetune.runs.cache import checkpoint_problem, write_checksums
 from edgetune.training import normalize
 
 PHASES = ("PT", "MT", "FT", "E2E")
@@ -202,7 +202,7 @@ def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
     found = sorted((out / "checkpoints").glob("step_*/history.json"), key=lambda p: int(p.parent.name.split("_")[1]))
     for history in reversed(found):
         folder = history.parent
-        problem = _damaged_checkpoint(folder)
+        problem = checkpoint_problem(folder)
         if problem is None:
             try:
                 accelerator.load_state(str(folder))
@@ -212,21 +212,6 @@ def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
         if accelerator.is_main_process:
             print(f"edgetune: checkpoint {folder}: {problem}; skipping it", file=sys.stderr)
     return 0, []
-
-
-def _damaged_checkpoint(folder: Path) -> str | None:
-    if not (folder / "checksums.json").exists():
-        return None  # written before checkpoints carried checksums: loaded as it is
-    try:
-        expected = json.loads((folder / "checksums.json").read_text())
-    except (OSError, ValueError) as err:
-        return f"checksums.json unreadable ({type(err).__name__})"
-    for name, digest in expected.items():
-        if not (folder / name).is_file():
-            return f"{name} is missing"
-        if content_digest(folder / name) != digest:
-            return f"{name} does not match its checksum (truncated or altered)"
-    return None
 
 
 def _train(cfg, accelerator, model, optimizer, params, train, start, history, test) -> list[dict]:
@@ -279,8 +264,7 @@ def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[di
     accelerator.save_state(str(folder))
     accelerator.wait_for_everyone()  # every process's files are written before they are summed
     if accelerator.is_main_process:
-        files = sorted(f for f in folder.rglob("*") if f.is_file())
-        write_json(folder / "checksums.json", {f.relative_to(folder).as_posix(): content_digest(f) for f in files})
+        write_checksums(folder)
         write_json(folder / "history.json", history)  # last: marks the checkpoint complete
         for old in sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-2]:
             shutil.rmtree(old, ignore_errors=True)

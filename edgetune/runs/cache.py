@@ -108,10 +108,40 @@ def cached(
     return result, folder
 
 
-def checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under `folder` but `result.json`, by path relative to it."""
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.relative_to(folder).as_posix() != RESULT)
+def checksums(folder: Path, exclude: tuple[str, ...] = (RESULT,)) -> dict[str, str]:
+    """SHA-256 of every file under `folder` but those named in `exclude`, by path relative to it."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.relative_to(folder).as_posix() not in exclude)
     return {f.relative_to(folder).as_posix(): content_digest(f) for f in files}
+
+
+def checksum_problem(folder: Path, expected: dict[str, str]) -> str | None:
+    """The first file of `expected` (relative path → SHA-256) that is missing or altered under `folder`, or None."""
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if content_digest(path) != digest:
+            return f"{name} does not match its checksum (truncated or altered)"
+    return None
+
+
+CHECKSUMS = "checksums.json"  # a training checkpoint's own record, written before the file that marks it complete
+
+
+def write_checksums(folder: Path) -> None:
+    write_json(folder / CHECKSUMS, checksums(folder, exclude=(CHECKSUMS,)))
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a training checkpoint cannot be trusted, or None. One written before checkpoints carried checksums (no
+    `checksums.json`) is taken as it is."""
+    if not (folder / CHECKSUMS).exists():
+        return None
+    try:
+        expected = json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError) as err:
+        return f"{CHECKSUMS} unreadable ({type(err).__name__})"
+    return checksum_problem(folder, expected)
 
 
 def _verified(folder: Path) -> RunResult | None:
@@ -119,7 +149,7 @@ def _verified(folder: Path) -> RunResult | None:
     emptying the folder (a partial or altered entry is never resumed from)."""
     try:
         result = RunResult.from_dict(json.loads((folder / RESULT).read_text(encoding="utf-8")))
-        problem = next((f"{name} {why}" for name, why in _damaged(folder, result.checksums)), None)
+        problem = checksum_problem(folder, result.checksums)
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
         result, problem = None, f"{RESULT} unreadable ({type(err).__name__}: {str(err)[:120]})"
     if problem is None:
@@ -127,12 +157,3 @@ def _verified(folder: Path) -> RunResult | None:
     print(f"edgetune: cache entry {folder}: {problem}; recomputing it", file=sys.stderr)
     shutil.rmtree(folder, ignore_errors=True)  # another process may be emptying the same entry
     return None
-
-
-def _damaged(folder: Path, expected: dict[str, str]):
-    for name, digest in expected.items():
-        path = folder / name
-        if not path.is_file():
-            yield name, "is missing"
-        elif content_digest(path) != digest:
-            yield name, "does not match its checksum (truncated or altered)"

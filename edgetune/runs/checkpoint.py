@@ -9,8 +9,6 @@ notice, for the one before it (or a fresh start).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 import shutil
 import sys
@@ -22,31 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from edgetune.runs.cache import checkpoint_problem, write_checksums
 from edgetune.runs.io import atomic_write
-
-CHECKSUMS = "checksums.json"
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _damaged(checkpoint: Path) -> str | None:
-    """Why `checkpoint` cannot be trusted (a file missing or not matching the checksum written with it), or None."""
-    if not (checkpoint / CHECKSUMS).exists():
-        return None  # written before checkpoints carried checksums: loaded as it is (a load error still skips it)
-    try:
-        expected = json.loads((checkpoint / CHECKSUMS).read_text())
-    except (OSError, ValueError) as err:
-        return f"{CHECKSUMS} unreadable ({type(err).__name__})"
-    for name, digest in expected.items():
-        if not (checkpoint / name).is_file():
-            return f"{name} is missing"
-        if _sha256(checkpoint / name) != digest:
-            return f"{name} does not match its checksum (truncated or altered)"
-    return None
-
 
 def _load(checkpoint: Path, model, optimizer, generator) -> tuple[int, list[dict[str, float]]]:
     load_weights(model, checkpoint / "model.safetensors")
@@ -102,7 +77,7 @@ class Checkpointer:
     ) -> tuple[int, list[dict[str, float]]]:
         """Load the newest checkpoint into the given objects; returns (step to start from, metric history)."""
         for checkpoint in reversed(self.checkpoints()):  # newest first; a damaged one falls back to the one before
-            problem = _damaged(checkpoint)
+            problem = checkpoint_problem(checkpoint)
             if problem is None:
                 try:
                     return _load(checkpoint, model, optimizer, generator)
@@ -135,8 +110,7 @@ class Checkpointer:
                 "history": history,
             }
             torch.save(state, tmp / "state.pt")
-            sums = {name: _sha256(tmp / name) for name in ("model.safetensors", "state.pt")}
-            (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n")
+            write_checksums(tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
