@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 
-from edgetune.customize import config, core, ledger
+from edgetune.customize import cloud, config, core, ledger
 from edgetune.customize.comm import Network
 
 CLASSES = 8
@@ -83,7 +83,7 @@ def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
         c for c in range(8) for _ in range(10)
     ]
     assert pool[0].shape == (80, 3, 32, 32)  # the devices hold the shifted test split
-    supernet, runs = core.cloud_supernet(cfg, source)
+    supernet, runs = cloud.cloud_supernet(cfg, source)
     assert set(runs) == {"acme-finetune", "acme-dynavitw", "acme-dynavit"}
     assert runs["acme-finetune"].params_total == sum(p.numel() for p in hf.parameters())
     dev = torch.device("cpu")

@@ -99,33 +99,28 @@ def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
 
     scenes = importlib.import_module("edgetune.data.scenes")  # where every section's stage keys read it
 
-    key = config("smoke").subset("seed", "train_steps")
+    from edgetune.runs.stages import Stage
+
+    stage = Stage("probe", reads=("seed", "train_steps"))
+    key = stage.key(config("smoke"))
     assert key == {"seed": 0, "train_steps": 150, "scenes_version": scenes.SCENES_VERSION}
     monkeypatch.setattr(scenes, "SCENES_VERSION", scenes.SCENES_VERSION + 1)
-    assert config_hash(config("smoke").subset("seed", "train_steps")) != config_hash(key)
+    assert config_hash(stage.key(config("smoke"))) != config_hash(key)
 
 
 def test_each_cached_stage_is_keyed_by_what_it_reads():
     """The early-exit stage reads the data and training fields; the retraining-gap stage those and its own, but not
     the stream's length (its first `retrain_domains` domains do not depend on it) nor anything host-only."""
     from edgetune.data.scenes import domain_stream
-    from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS
+    from edgetune.motivation.config import STAGES
 
     base = config("smoke")
     assert domain_stream(base.num_domains + 5, seed=base.seed)[: base.num_domains] == domain_stream(
         base.num_domains, seed=base.seed
     )
-    changes = {
-        "train_steps": base.train_steps + 1,
-        "retrain_steps": base.retrain_steps + 1,
-        "retrain_domains": base.retrain_domains - 1,
-        "test_size": base.test_size + 1,
-        "num_domains": base.num_domains + 5,
-        "latency_repeats": base.latency_repeats + 1,
-        "device": "cpu" if base.device != "cpu" else "auto",
+    expected = {
+        "motivation-early-exit": {"train_steps", "data", "model", "seed"},
+        "motivation-retraining-gap": {"train_steps", "retrain_steps", "retrain_domains", "test_size", "seed"},
     }
-    reads = {
-        "early-exit": (TRAIN_FIELDS, {"train_steps"}),
-        "retraining-gap": (RETRAIN_FIELDS, {"train_steps", "retrain_steps", "retrain_domains", "test_size"}),
-    }
-    assert_keyed_by_reads(base, changes, reads)
+    unread = {"num_domains", "latency_repeats", "latency_models", "checkpoint_every", "device"}
+    assert_keyed_by_reads(base, STAGES, expected, unread)

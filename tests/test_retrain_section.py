@@ -214,22 +214,16 @@ def test_imagefolder_domains_stream(tmp_path, monkeypatch):
 def test_each_offline_stage_is_keyed_by_what_it_reads():
     """Changing a field a cached stage reads (itself or through the stage it builds on) gives a new key; changing
     one it does not read keeps the key."""
-    from edgetune.retrain import core as retrain_core
-    from edgetune.retrain.config import KB_FIELDS, LORA_FIELDS, PRETRAIN_FIELDS
+    from edgetune.retrain.config import STAGES
     from edgetune.retrain.config import config as retrain_config
 
     base = retrain_config("smoke")
-    bumped = {
-        "test_size": base.test_size + 1,
-        "index_ridge": base.index_ridge * 2,
-        "sparsity": base.sparsity / 2,
-        "window_iterations": base.window_iterations + 1,
-        "pretrain_steps": base.pretrain_steps + 1,
+    expected = {
+        "retraining-pretrain": {"pretrain_steps", "data_root", "source_domains"},
+        "retraining-lora": {"pretrain_steps", "test_size", "lora_divisor"},  # reports its accuracy on the test split
+        "retraining-kb": {"pretrain_steps", "test_size", "index_ridge", "sparsity"},  # fits the neuron index
+        "retraining-law": {"pretrain_steps", "test_size", "index_ridge", "sparsity", "law_trials"},  # on the kb
+        "retraining-online": {"pretrain_steps", "index_ridge", "window_iterations", "sparsity"},
     }
-    stages = {
-        "pretrain": (PRETRAIN_FIELDS, {"pretrain_steps"}),
-        "lora": (LORA_FIELDS, {"pretrain_steps", "test_size"}),  # reports its accuracy on the source test split
-        "kb": (KB_FIELDS, {"pretrain_steps", "test_size", "index_ridge", "sparsity"}),  # fits the neuron index
-        "law": (retrain_core.LAW_FIELDS, {"pretrain_steps", "test_size", "index_ridge", "sparsity"}),  # on the kb
-    }
-    assert_keyed_by_reads(base, bumped, stages)
+    unread = {"device", "budget_factors", "budget_domains"}
+    assert_keyed_by_reads(base, STAGES, expected, unread)

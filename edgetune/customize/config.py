@@ -6,11 +6,12 @@ from dataclasses import dataclass, fields
 
 from edgetune.data.sources import SOURCES
 from edgetune.models.vit import VIT_FAMILY
-from edgetune.profiles import StageKeys, resolve
+from edgetune.profiles import resolve
+from edgetune.runs.stages import Stage
 
 
 @dataclass(frozen=True)
-class CustomizeConfig(StageKeys):
+class CustomizeConfig:
     """Every number the customization notebook uses. Field names double as the notebook's parameter names."""
 
     seed: int = 0
@@ -68,10 +69,30 @@ class CustomizeConfig(StageKeys):
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
 
-DATA_FIELDS = ("seed", "data", "num_classes", "fine_grained", "train_size", "model")
-FINETUNE_FIELDS = (*DATA_FIELDS, "batch_size", "finetune_steps", "finetune_lr")
-DYNAVITW_FIELDS = (*FINETUNE_FIELDS, "importance_batches", "dynavitw_steps", "elastic_lr", "hidden_weight")
-DYNAVIT_FIELDS = (*DYNAVITW_FIELDS, "dynavit_steps")
+# The cloud's cached stages (`cloud.py`), each starting from the one before; the edge and device tiers are not cached.
+FINETUNE = Stage(
+    "acme-finetune",
+    reads=(
+        "seed",
+        "data",
+        "num_classes",
+        "fine_grained",
+        "train_size",
+        "model",
+        "batch_size",
+        "finetune_steps",
+        "finetune_lr",
+    ),
+)
+_ELASTIC = ("seed", "model", "num_classes", "batch_size", "elastic_lr", "hidden_weight")
+DYNAVITW = Stage(
+    "acme-dynavitw",
+    reads=(*_ELASTIC, "importance_batches", "dynavitw_steps"),
+    after=(FINETUNE,),
+    unkeyed=("checkpoint_every",),
+)
+DYNAVIT = Stage("acme-dynavit", reads=(*_ELASTIC, "dynavit_steps"), after=(DYNAVITW,), unkeyed=("checkpoint_every",))
+STAGES = (FINETUNE, DYNAVITW, DYNAVIT)
 
 PROFILES: dict[str, CustomizeConfig] = {
     "smoke": CustomizeConfig(

@@ -5,7 +5,6 @@ tensor that crosses a tier boundary goes through one `Network`, which counts its
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -13,45 +12,26 @@ from timm.models.vision_transformer import VisionTransformer
 
 from edgetune.customize import comm, edge, heads
 from edgetune.customize import device as dev
-from edgetune.customize.cloud import importance_scores, train_elastic
 from edgetune.customize.comm import Network
-from edgetune.customize.config import (
-    DYNAVIT_FIELDS,
-    DYNAVITW_FIELDS,
-    FINETUNE_FIELDS,
-    CustomizeConfig,
-)
+from edgetune.customize.config import CustomizeConfig
 from edgetune.customize.supernet import (
     DEPTHS,
     FULL,
-    WIDTHS,
     SubnetSpec,
     all_specs,
     extract_subnet,
-    reorder_by_importance,
     supernet_forward,
 )
+from edgetune.customize.train import train_head
 from edgetune.data.scenes import Domain
 from edgetune.data.sources import Source, load_source
-from edgetune.models import forward_flops, image_size, open_vit
-from edgetune.profiles import pick_device
+from edgetune.models import forward_flops, image_size
 from edgetune.runs import (
-    Meter,
-    RunResult,
-    cached,
     count_parameters,
-    load_weights,
-    save_weights,
 )
-from edgetune.training import accuracy, finetune, normalize
-
+from edgetune.training import accuracy, normalize
 
 # ---------------------------------------------------------------------------------------------- data and model
-def new_vit(cfg: CustomizeConfig) -> VisionTransformer:
-    torch.manual_seed(cfg.seed)
-    return open_vit(cfg.model, cfg.num_classes)
-
-
 # Devices see their own conditions: their pool is rendered under a mild shift of the cloud's clear scenes.
 DEVICE_DOMAIN = Domain("device field conditions", fog=0.5, brightness=-0.4, clutter=0.5, background="urban")
 
@@ -73,98 +53,6 @@ def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------- cloud
-def cloud_supernet(
-    cfg: CustomizeConfig, source: Source, force: bool = False
-) -> tuple[VisionTransformer, dict[str, RunResult]]:
-    """Fine-tune → rewire by importance → DynaViTw (all widths) → DynaViT (all widths × depths), each stage cached.
-    Returns the supernet and each stage's result."""
-    device = pick_device(cfg.device)
-    results: dict[str, RunResult] = {}
-
-    def load(stage, field_names, compute) -> VisionTransformer:
-        results[stage], folder = cached(stage, cfg.subset(*field_names), compute, force=force)
-        return load_weights(new_vit(cfg), folder / "model.safetensors")
-
-    def finetuned(folder: Path) -> RunResult:
-        vit = new_vit(cfg)
-        with Meter(device) as meter:
-            losses = finetune(
-                vit,
-                source.train,
-                steps=cfg.finetune_steps,
-                batch_size=cfg.batch_size,
-                lr=cfg.finetune_lr,
-                seed=cfg.seed,
-                device=device,
-            )
-        save_weights(vit, folder / "model.safetensors")
-        history = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
-        return RunResult.measured(
-            "acme-finetune", cfg.subset(*FINETUNE_FIELDS), cfg.seed, vit, device, meter, history=history
-        )
-
-    def dynavitw(folder: Path) -> RunResult:
-        vit = load("acme-finetune", FINETUNE_FIELDS, finetuned)
-        scores = importance_scores(
-            vit, source.train, batches=cfg.importance_batches, batch_size=cfg.batch_size, seed=cfg.seed, device=device
-        )
-        reorder_by_importance(vit, scores)
-        return _elastic(
-            cfg,
-            vit,
-            copy.deepcopy(vit),
-            [SubnetSpec(w) for w in sorted(WIDTHS, reverse=True)],
-            cfg.dynavitw_steps,
-            "acme-dynavitw",
-            DYNAVITW_FIELDS,
-            folder,
-            source,
-            device,
-        )
-
-    def dynavit(folder: Path) -> RunResult:
-        vit = load("acme-dynavitw", DYNAVITW_FIELDS, dynavitw)
-        return _elastic(
-            cfg,
-            vit,
-            copy.deepcopy(vit),
-            all_specs(),
-            cfg.dynavit_steps,
-            "acme-dynavit",
-            DYNAVIT_FIELDS,
-            folder,
-            source,
-            device,
-        )
-
-    vit = load("acme-dynavit", DYNAVIT_FIELDS, dynavit).to(device)
-    if "acme-finetune" not in results:  # DynaViT came from the cache: report the earlier stages' results too
-        load("acme-dynavitw", DYNAVITW_FIELDS, dynavitw)
-        load("acme-finetune", FINETUNE_FIELDS, finetuned)
-    return vit, results
-
-
-def _elastic(cfg, vit, teacher, specs, steps, stage, field_names, folder, source, device) -> RunResult:
-    result = train_elastic(
-        vit,
-        teacher,
-        source.train,
-        specs,
-        steps=steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.elastic_lr,
-        hidden_weight=cfg.hidden_weight,
-        seed=cfg.seed,
-        folder=folder,
-        checkpoint_every=cfg.checkpoint_every,
-        device=device,
-        stage=stage,
-        config=cfg.subset(*field_names),
-    )
-    save_weights(vit, folder / "model.safetensors")
-    return result
-
-
 def accuracy_grid(vit: VisionTransformer, source: Source, device) -> pd.DataFrame:
     """Accuracy (the supernet's own CLS head), parameters and forward FLOPs of every (width, depth) sub-network."""
     rows = []
@@ -235,31 +123,6 @@ def features(backbone: VisionTransformer, images: torch.Tensor, device, batch_si
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(out)
-
-
-def train_head(
-    head: torch.nn.Module,
-    feats: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    device,
-) -> torch.nn.Module:
-    """Adam on a header over frozen features; channel gates stay fixed at 1 (they are masks for the devices)."""
-    gates = {id(g) for g in head.channel_gates()} if hasattr(head, "channel_gates") else set()
-    head.to(device).train()
-    optimizer = torch.optim.Adam([p for p in head.parameters() if id(p) not in gates], lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, len(feats), (batch_size,), generator=g)
-        loss = torch.nn.functional.cross_entropy(head(feats[idx].to(device)), labels[idx].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return head.eval()
 
 
 BASELINE_HEADS = {

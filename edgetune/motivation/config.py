@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from edgetune.models.vit import VIT_FAMILY
-from edgetune.profiles import StageKeys, resolve
+from edgetune.profiles import resolve
+from edgetune.runs.stages import Stage
 
 DATA_SOURCES = ("scenes", "cifar100")
 
 
 @dataclass(frozen=True)
-class MotivationConfig(StageKeys):
+class MotivationConfig:
     """Every number the motivation notebook uses. Field names double as the notebook's parameter names."""
 
     seed: int = 0
@@ -61,30 +62,41 @@ class MotivationConfig(StageKeys):
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
 
-TRAIN_FIELDS = (
-    "seed",
-    "data",
-    "num_classes",
-    "fine_grained",
-    "train_size",
-    "model",
-    "batch_size",
-    "train_steps",
-    "lr",
-    "weight_decay",
+TRAIN = Stage(
+    "motivation-early-exit",
+    reads=(
+        "seed",
+        "data",
+        "num_classes",
+        "fine_grained",
+        "train_size",
+        "model",
+        "batch_size",
+        "train_steps",
+        "lr",
+        "weight_decay",
+    ),
+    unkeyed=("checkpoint_every",),
 )
 # Not num_domains: the stream's domain i depends on (seed, i) alone and the stage retrains on its first
-# `retrain_domains` (≤ num_domains), so a longer stream leaves the stage's result unchanged.
-RETRAIN_FIELDS = (
-    *TRAIN_FIELDS,
-    "retrain_domains",
-    "retrain_size",
-    "retrain_steps",
-    "retrain_lr",
-    "recover_steps",
-    "compressed_width",
-    "test_size",
+# `retrain_domains` (≤ num_domains), so a longer stream leaves the stage's result unchanged. The data and the model
+# come from the early-exit stage (its key holds the data's fields).
+RETRAIN = Stage(
+    "motivation-retraining-gap",
+    reads=(
+        "seed",
+        "batch_size",
+        "retrain_domains",
+        "retrain_size",
+        "retrain_steps",
+        "retrain_lr",
+        "recover_steps",
+        "compressed_width",
+        "test_size",
+    ),
+    after=(TRAIN,),
 )
+STAGES = (TRAIN, RETRAIN)
 
 PROFILES: dict[str, MotivationConfig] = {
     "smoke": MotivationConfig(

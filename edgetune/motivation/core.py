@@ -18,12 +18,11 @@ from edgetune.data.partition import LABEL_GROUP_SETTINGS, dirichlet_split, label
 from edgetune.data.scenes import CLEAR, Domain, domain_stream
 from edgetune.data.sources import Source
 from edgetune.models import VIT_FAMILY, build_vit, forward_flops, image_size, open_vit, prune_width
-from edgetune.motivation.config import RETRAIN_FIELDS, TRAIN_FIELDS, MotivationConfig
+from edgetune.motivation.config import RETRAIN, TRAIN, MotivationConfig
 from edgetune.motivation.train import EarlyExitViT, train_early_exit
 from edgetune.profiles import pick_device
 from edgetune.runs import (
     RunResult,
-    cached,
     count_parameters,
     describe_device,
     load_weights,
@@ -62,7 +61,7 @@ def trained_model(cfg: MotivationConfig, source: Source, force: bool = False) ->
     """Train (or load from the cache) the early-exit ViT on clear scenes."""
     device = pick_device(cfg.device)
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (TRAIN.reads)
         torch.manual_seed(cfg.seed)
         model = new_model(cfg)
         result = train_early_exit(
@@ -76,13 +75,12 @@ def trained_model(cfg: MotivationConfig, source: Source, force: bool = False) ->
             folder=folder,
             checkpoint_every=cfg.checkpoint_every,
             device=device,
-            config=cfg.subset(*TRAIN_FIELDS),
         )
         save_weights(model, folder / "model.safetensors")
         result.artifacts["weights"] = "model.safetensors"
         return result
 
-    result, folder = cached("motivation-early-exit", cfg.subset(*TRAIN_FIELDS), compute, force=force)
+    result, folder = TRAIN.run(cfg, compute, force=force)
     torch.manual_seed(cfg.seed)
     model = load_weights(new_model(cfg), folder / "model.safetensors").to(device)
     return model, result
@@ -249,7 +247,7 @@ def retraining_gap(
     copy (L1-pruned, recovered on clear data) for the same number of steps. Cached as one stage."""
     device = pick_device(cfg.device)
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (RETRAIN.reads)
         start = time.perf_counter()
         compressed = prune_width(model.vit, cfg.compressed_width)
         finetune(
@@ -289,7 +287,7 @@ def retraining_gap(
                 )
         return RunResult(
             stage="motivation-retraining-gap",
-            config=cfg.subset(*RETRAIN_FIELDS),
+            config={},  # the stage's key, stamped by Stage.run
             seed=cfg.seed,
             history=rows,
             wall_time_s=time.perf_counter() - start,
@@ -297,6 +295,6 @@ def retraining_gap(
             versions=package_versions(),
         )
 
-    result, _ = cached("motivation-retraining-gap", cfg.subset(*RETRAIN_FIELDS), compute, force=force)
+    result, _ = RETRAIN.run(cfg, compute, force=force)
     # an explicit column order: a cached result comes back from JSON with its keys sorted
     return pd.DataFrame(result.history, columns=["index", "domain", "model", "params_m", "before", "after"])

@@ -50,7 +50,7 @@ def train_early_exit(
     folder: Path,
     checkpoint_every: int,
     device: torch.device,
-    config: dict,
+    config: dict | None = None,
     stop_after: int | None = None,
 ) -> RunResult:
     """Train every exit jointly (sum of the exits' cross-entropies, as ACME does), resuming from `folder`.
@@ -86,7 +86,7 @@ def train_early_exit(
                 ckpt.maybe_save(step + 1, model, optimizer, g, history, final=step + 1 == steps)
     return RunResult.measured(
         "motivation-early-exit",
-        config,
+        config or {},
         seed,
         model,
         device,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from edgetune.models.vit import VIT_FAMILY
-from edgetune.profiles import StageKeys, resolve
+from edgetune.profiles import resolve
+from edgetune.runs.stages import Stage
 
 DATA = ("scenes", "imagefolder")
 
 
 @dataclass(frozen=True)
-class RetrainingConfig(StageKeys):
+class RetrainingConfig:
     """Every number the retraining notebook uses. Field names double as the notebook's parameter names.
 
     Hyper-parameters follow the original's (docs/blocktrainer.md#profiles) where they transfer to this scale;
@@ -93,25 +94,62 @@ class RetrainingConfig(StageKeys):
             raise ValueError(f"law_iterations={self.law_iterations} must be ≥ eval_every={self.eval_every}")
 
 
-# What each cached stage depends on (so an online-only change does not retrain the offline models). `test_size` sets
-# the source test split every offline stage reports its accuracy on; the knowledge base also fits the neuron index
-# (`index_ridge`) and reports its accuracy at the online `sparsity`.
+# What each cached stage reads (so an online-only change does not retrain the offline models).
 DATA_FIELDS = ("seed", "data", "data_root", "source_domains", "num_classes", "model", "train_size")
-PRETRAIN_FIELDS = (*DATA_FIELDS, "batch_size", "pretrain_steps", "pretrain_lr")
-LORA_FIELDS = (*PRETRAIN_FIELDS, "test_size", "lora_steps", "lora_lr", "lora_divisor")
-KB_FIELDS = (
-    *LORA_FIELDS,
-    "index_ridge",
-    "sparsity",
-    "head_keep",
-    "mlp_keep",
-    "kb_steps",
-    "gate_steps",
-    "kb_lr",
-    "kd_weight",
-    "gate_l1",
-    "max_sparsity",
+PRETRAIN = Stage("retraining-pretrain", reads=(*DATA_FIELDS, "batch_size", "pretrain_steps", "pretrain_lr"))
+# Each stage reads the data through the stages it starts from (the pretraining stage's key holds the data fields).
+# `test_size` sets the source test split every offline stage reports its accuracy on; the knowledge base also fits
+# the neuron index (`index_ridge`) and reports its accuracy at the online `sparsity`.
+LORA = Stage(
+    "retraining-lora",
+    reads=("seed", "model", "num_classes", "batch_size", "test_size", "lora_steps", "lora_lr", "lora_divisor"),
+    after=(PRETRAIN,),
 )
+KB = Stage(
+    "retraining-kb",
+    reads=(
+        "seed",
+        "batch_size",
+        "test_size",
+        "index_ridge",
+        "sparsity",
+        "head_keep",
+        "mlp_keep",
+        "kb_steps",
+        "gate_steps",
+        "kb_lr",
+        "kd_weight",
+        "gate_l1",
+        "max_sparsity",
+    ),
+    after=(LORA,),
+)
+# the simulated retraining runs the scaling law is fitted on, from the knowledge base
+LAW = Stage(
+    "retraining-law",
+    reads=(
+        "seed",
+        "batch_size",
+        "sparsity",
+        "law_trials",
+        "law_iterations",
+        "stat_size",
+        "retrain_lr",
+        "mmd_weight",
+        "eval_every",
+        "window_size",
+    ),
+    after=(KB,),
+)
+# the stream reads nearly everything; not the budget sweep's fields (its own, uncached-by-stage rows)
+ONLINE = Stage(
+    "retraining-online",
+    reads=tuple(
+        f.name for f in fields(RetrainingConfig) if f.name not in ("device", "budget_factors", "budget_domains")
+    ),
+    after=(KB,),
+)
+STAGES = (PRETRAIN, LORA, KB, LAW, ONLINE)
 
 PROFILES: dict[str, RetrainingConfig] = {
     "smoke": RetrainingConfig(

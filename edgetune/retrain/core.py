@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from edgetune.profiles import pick_device
-from edgetune.retrain.config import KB_FIELDS, RetrainingConfig
+from edgetune.retrain.config import LAW, ONLINE, RetrainingConfig
 from edgetune.retrain.data import Stream, load_stream, simulated_target
 from edgetune.retrain.kb import edge_model
 from edgetune.retrain.law import ScalingLaw, agreement, choose_form, compare_forms, split_trials
@@ -27,19 +27,9 @@ from edgetune.retrain.online import (
     window_stats,
 )
 from edgetune.retrain.train import retrain, seeded
-from edgetune.runs import RunResult, cached, describe_device, package_versions, write_text
+from edgetune.runs import RunResult, describe_device, package_versions, write_text
 
 STATS = ("fd", "confidence")
-LAW_FIELDS = (
-    *KB_FIELDS,
-    "law_trials",
-    "law_iterations",
-    "stat_size",
-    "retrain_lr",
-    "mmd_weight",
-    "eval_every",
-    "window_size",
-)
 
 
 def setup(cfg: RetrainingConfig, force: bool = False) -> tuple[Stream, Offline, torch.device]:
@@ -69,7 +59,7 @@ def law_points(cfg: RetrainingConfig, offline: Offline, stream: Stream, device, 
     scored every `eval_every` — (iteration, accuracy) points with the plan and the target's statistics. Trials are
     saved as they finish, so an interrupted run resumes."""
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (LAW.reads)
         partial = folder / "points.partial.csv"
         rows = pd.read_csv(partial).to_dict("records") if partial.exists() else []
         done = {int(r["trial"]) for r in rows}
@@ -83,7 +73,7 @@ def law_points(cfg: RetrainingConfig, offline: Offline, stream: Stream, device, 
         write_text(folder / "points.csv", points.to_csv(index=False))
         return RunResult(
             stage="retraining-law-points",
-            config=cfg.subset(*LAW_FIELDS),
+            config={},  # the stage's key, stamped by Stage.run
             seed=cfg.seed,
             metrics={"trials": cfg.law_trials, "points": len(points)},
             wall_time_s=time.perf_counter() - start,
@@ -92,7 +82,7 @@ def law_points(cfg: RetrainingConfig, offline: Offline, stream: Stream, device, 
             artifacts={"points": "points.csv"},
         )
 
-    _, folder = cached("retraining-law", cfg.subset(*LAW_FIELDS), compute, force=force)
+    _, folder = LAW.run(cfg, compute, force=force)
     return pd.read_csv(folder / "points.csv")
 
 
@@ -163,25 +153,19 @@ def _predict_point(law: ScalingLaw, r: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- the stream
-ONLINE_EXCLUDE = ("device", "budget_factors", "budget_domains")
-
-
 def online(
     cfg: RetrainingConfig, offline: Offline, law: ScalingLaw, stream: Stream, device, force: bool = False
 ) -> dict[str, pd.DataFrame]:
     """The whole stream for every method, then the accuracy-vs-budget sweep over the first `budget_domains`."""
-    key = {**cfg.subset(), "law": law.to_dict()}
-    for name in ONLINE_EXCLUDE:
-        key.pop(name, None)
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (ONLINE.reads)
         start = time.perf_counter()
         tables = run_stream(cfg, offline, law, stream, stream.windows, folder / "stream", device)
         for name, table in tables.items():
             write_text(folder / f"{name}.csv", table.to_csv(index=False))
         return RunResult(
             stage="retraining-online",
-            config=key,
+            config={},  # the stage's key, stamped by Stage.run
             seed=cfg.seed,
             metrics=_averages(tables["rows"]),
             wall_time_s=time.perf_counter() - start,
@@ -190,7 +174,7 @@ def online(
             artifacts={"rows": "rows.csv", "curves": "curves.csv"},
         )
 
-    _, folder = cached("retraining-online", key, compute, force=force)
+    _, folder = ONLINE.run(cfg, compute, force=force, law=law.to_dict())
     tables = {name: pd.read_csv(folder / f"{name}.csv") for name in ("rows", "curves")}
     tables["budget"] = budget_sweep(cfg, offline, law, stream, tables["rows"], folder, device)
     return tables

@@ -23,11 +23,11 @@ from timm.models.vision_transformer import VisionTransformer
 
 from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
 from edgetune.models import image_size, open_vit
-from edgetune.retrain.config import KB_FIELDS, LORA_FIELDS, PRETRAIN_FIELDS, RetrainingConfig
+from edgetune.retrain.config import KB, LORA, PRETRAIN, RetrainingConfig
 from edgetune.retrain.data import Stream
 from edgetune.retrain.kb import NeuronIndex, build_knowledge_base, set_sparsity
 from edgetune.retrain.train import train_classifier
-from edgetune.runs import RunResult, atomic_write, cached, load_weights, save_weights
+from edgetune.runs import RunResult, atomic_write, load_weights, save_weights
 from edgetune.training import accuracy
 
 
@@ -55,7 +55,7 @@ def pretrained(cfg: RetrainingConfig, stream: Stream, device, force: bool = Fals
     """The "cloud" model: trained on clear scenes (its own render seed); in the paper profile the checkpoint under
     model/ is the cloud model and `pretrain_steps` (0 there) would continue it on the source data."""
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields
         model = _new_fm(cfg)
         data = stream.source
         if cfg.data == "scenes":
@@ -71,13 +71,12 @@ def pretrained(cfg: RetrainingConfig, stream: Stream, device, force: bool = Fals
             device=device,
             folder=folder,
             stage="retraining-pretrain",
-            config=cfg.subset(*PRETRAIN_FIELDS),
         )
         save_weights(model, folder / "model.safetensors")
         result.artifacts["weights"] = "model.safetensors"
         return result
 
-    result, folder = cached("retraining-pretrain", cfg.subset(*PRETRAIN_FIELDS), compute, force=force)
+    result, folder = PRETRAIN.run(cfg, compute, force=force)
     return load_weights(_new_fm(cfg), folder / "model.safetensors").to(device), result
 
 
@@ -92,7 +91,7 @@ def lora_config(fm: VisionTransformer, divisor: int) -> LoraConfig:
 def lora_finetuned(cfg: RetrainingConfig, fm, stream: Stream, device, force: bool = False):
     """The fm: LoRA fine-tuned on the labelled source data and merged back into a plain timm ViT."""
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = get_peft_model(fm, lora_config(fm, cfg.lora_divisor))
@@ -106,7 +105,6 @@ def lora_finetuned(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
             device=device,
             folder=folder,
             stage="retraining-lora",
-            config=cfg.subset(*LORA_FIELDS),
         )
         merged = model.merge_and_unload()
         result.metrics["source_accuracy"] = accuracy(merged, stream.source_test, device)[0]
@@ -114,14 +112,14 @@ def lora_finetuned(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
         result.artifacts["weights"] = "model.safetensors"
         return result
 
-    result, folder = cached("retraining-lora", cfg.subset(*LORA_FIELDS), compute, force=force)
+    result, folder = LORA.run(cfg, compute, force=force)
     return load_weights(_new_fm(cfg), folder / "model.safetensors").to(device), result
 
 
 def knowledge_base(cfg: RetrainingConfig, fm, stream: Stream, device, force: bool = False):
     """The kb (distilled, then gate-trained) and the neuron index; accuracies at sparsity 0, cfg.sparsity and max."""
 
-    def compute(folder: Path) -> RunResult:
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields
         with torch.random.fork_rng(devices=[]):  # the gates' initialization
             torch.manual_seed(cfg.seed)
             kb = build_knowledge_base(fm, cfg.head_keep, cfg.mlp_keep).to(device)
@@ -132,7 +130,6 @@ def knowledge_base(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
             device=device,
             teacher=fm,
             kd_weight=cfg.kd_weight,
-            config=cfg.subset(*KB_FIELDS),
         )
         distill = train_classifier(
             kb, stream.source, steps=cfg.kb_steps, folder=folder / "distill", stage="retraining-kb-distill", **common
@@ -157,7 +154,7 @@ def knowledge_base(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
         gates.artifacts.update(weights="kb.safetensors", index="index.safetensors")
         return gates
 
-    result, folder = cached("retraining-kb", cfg.subset(*KB_FIELDS), compute, force=force)
+    result, folder = KB.run(cfg, compute, force=force)
     kb = load_weights(build_knowledge_base(fm, cfg.head_keep, cfg.mlp_keep).to(device), folder / "kb.safetensors")
     index = NeuronIndex.from_state_dict(load_file(str(folder / "index.safetensors"), device=str(device)), kb, fm)
     return kb, index, result

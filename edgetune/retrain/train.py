@@ -36,7 +36,7 @@ def train_classifier(
     device: torch.device,
     folder: Path,
     stage: str,
-    config: dict,
+    config: dict | None = None,
     teacher: nn.Module | None = None,
     kd_weight: float = 0.0,
     max_sparsity: float | None = None,
@@ -80,7 +80,9 @@ def train_classifier(
     if max_sparsity is not None:
         set_sparsity(model, 0.0)
     final = history[-1]["loss"] if history else float("nan")
-    return RunResult.measured(stage, config, seed, model, device, meter, history=history, metrics={"final_loss": final})
+    return RunResult.measured(
+        stage, config or {}, seed, model, device, meter, history=history, metrics={"final_loss": final}
+    )
 
 
 def _sandwich(step: int, top: float, g: torch.Generator) -> float:
