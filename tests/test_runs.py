@@ -208,3 +208,76 @@ def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, damage, ca
     for checkpoint in ckpt.checkpoints():
         (checkpoint / "state.pt").write_bytes(b"")
     assert ckpt.restore(model, opt, None) == (0, [])  # nothing trustworthy left: a fresh start
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    seed: int = 0
+    steps: int = 3
+    lr: float = 0.1
+    every: int = 10
+    device: str = "cpu"
+
+
+def _stages():
+    from edgetune.runs.stages import Stage
+
+    first = Stage("probe-first", reads=("seed", "steps"), unkeyed=("every",))
+    second = Stage("probe-second", reads=("lr",), after=(first,))
+    return first, second
+
+
+def test_a_stage_computes_from_its_own_frozen_fields_only(tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setenv("EDGETUNE_RUNS", str(tmp_path))
+    first, second = _stages()
+    seen = {}
+
+    def compute(cfg, folder):
+        seen["fields"] = sorted(f.name for f in dataclasses.fields(cfg))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.steps = 5
+        with pytest.raises(AttributeError, match="stage 'probe-first' does not read 'lr'.*reads seed, steps"):
+            _ = cfg.lr
+        return RunResult(stage="probe-first", config={"ignored": 1}, seed=cfg.seed, metrics={"x": cfg.steps})
+
+    result, folder = first.run(_Cfg(), compute)
+    assert seen["fields"] == ["device", "every", "seed", "steps"]
+    assert result.config == {"seed": 0, "steps": 3, "scenes_version": result.config["scenes_version"]}
+    assert folder.name == first.folder_name(_Cfg()) and folder.parent == tmp_path / "cache"
+
+
+def test_a_stage_refuses_a_compute_that_captures_the_whole_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETUNE_RUNS", str(tmp_path))
+    first, _ = _stages()
+    cfg = _Cfg()
+
+    def compute(sub, folder):
+        return RunResult(stage="probe-first", config={}, seed=cfg.seed)
+
+    with pytest.raises(TypeError, match="captures the whole config"):
+        first.run(cfg, compute)
+    assert not (tmp_path / "cache").exists()  # refused before anything ran
+
+
+def test_stage_keys_hold_own_fields_upstream_keys_and_versions_not_the_device():
+    import dataclasses
+
+    from edgetune.data.scenes import SCENES_VERSION
+
+    first, second = _stages()
+    base = _Cfg()
+    assert second.key(base) == {
+        "lr": 0.1,
+        "upstream": {"probe-first": first.folder_name(base)},
+        "scenes_version": SCENES_VERSION,
+    }
+    changes = {"seed": 1, "steps": 4, "lr": 0.2, "every": 11, "device": "cuda"}
+    keys_first = {n for n, v in changes.items() if first.key(dataclasses.replace(base, **{n: v})) != first.key(base)}
+    keys_second = {n for n, v in changes.items() if second.key(dataclasses.replace(base, **{n: v})) != second.key(base)}
+    assert keys_first == {"seed", "steps"} and keys_second == {"seed", "steps", "lr"}
+    with pytest.raises(ValueError, match="unknown version name"):
+        from edgetune.runs.stages import stage_key
+
+        stage_key({}, versions=("nosuch",))

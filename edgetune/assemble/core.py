@@ -12,8 +12,8 @@ import torch
 from edgetune.assemble.config import AssemblingConfig
 from edgetune.assemble.model import Division, assemble
 from edgetune.assemble.train import AssembleConfig, data, evaluate_accuracy, load_run, run
-from edgetune.data.scenes import SCENES_VERSION
 from edgetune.runs import RunResult, cached
+from edgetune.runs.stages import stage_key
 
 
 def _common(cfg: AssemblingConfig, fraction: float) -> dict:
@@ -42,7 +42,7 @@ def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dic
     runs, folders = {}, {}
 
     def phase(name: str, config: AssembleConfig, upstream: tuple[str, ...]) -> None:
-        runs[name], folders[name] = _phase(config, tuple(folders[u].name for u in upstream), force)
+        runs[name], folders[name] = _phase(config, {u: folders[u].name for u in upstream}, force)
 
     phase("PT", AssembleConfig("PT", "", steps=cfg.pt_steps, **common), ())
     modules = [f"MT{i}" for i in range(len(cfg.depths))]
@@ -58,11 +58,11 @@ def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dic
     return runs
 
 
-def _phase(phase: AssembleConfig, upstream: tuple[str, ...], force: bool) -> tuple[RunResult, Path]:
-    """One phase through the cache. Its key: the phase's config without its folders (the runs it starts from enter
-    through their cache keys, `upstream`) and the version of the scene generator."""
+def _phase(phase: AssembleConfig, upstream: dict[str, str], force: bool) -> tuple[RunResult, Path]:
+    """One phase through the cache. Its key (`stage_key`): the phase's own config without its folders (the runs it
+    starts from enter through their cache keys, `upstream`) and the version of the scene generator."""
     config = {k: v for k, v in asdict(phase).items() if k not in ("out_dir", "meta", "incubation")}
-    key = {"phase": config, "upstream": list(upstream), "scenes_version": SCENES_VERSION}
+    key = stage_key(config, upstream, versions=("scenes_version",))
     return cached(
         f"assembling-{phase.phase.lower()}", key, lambda folder: run(replace(phase, out_dir=str(folder))), force=force
     )

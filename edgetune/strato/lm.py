@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from edgetune.progress import progress
 from edgetune.runs import Meter, RunResult, cached, load_weights, save_weights
+from edgetune.runs.stages import stage_key
 from edgetune.strato import sandbox, tasks
 from edgetune.strato.spec import Example
 from edgetune.training import autocast
@@ -156,7 +157,7 @@ def pretrain_lm(
     spec = LM_FAMILY[name]
     fingerprint = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()
     config = dict(name=name, **asdict(spec), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    config.update(corpus=fingerprint, vocab_size=vocab_size, tokenizer_version=TOKENIZER_VERSION)
+    config = stage_key({**config, "corpus": fingerprint, "vocab_size": vocab_size}, versions=("tokenizer",))
 
     def compute(folder: Path) -> RunResult:
         tokenizer = train_tokenizer(corpus, vocab_size)

@@ -14,7 +14,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from edgetune.runs import Meter, RunResult, cached, write_json
-from edgetune.strato import cost, lm, methods, resize, search, tasks
+from edgetune.runs.stages import stage_key
+from edgetune.strato import cost, lm, methods, resize, search
 from edgetune.strato.config import RunConfig, keyed
 from edgetune.strato.spec import module_shapes
 from edgetune.strato.train import (
@@ -59,7 +60,7 @@ def run_key(config: RunConfig) -> dict:
     data = keyed(config.to_dict())
     unread = [name for method, names in ONLY_FOR.items() if method != config.peft.method for name in names]
     data["peft"] = {k: v for k, v in data["peft"].items() if k not in unread}
-    return {"config": data, "tasks": tasks.VERSION, "tokenizer": lm.TOKENIZER_VERSION}
+    return stage_key({"config": data}, versions=("tasks", "tokenizer"))
 
 
 def fast_dev(config: RunConfig) -> RunConfig:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.runs import RunResult, cached, write_json
-from edgetune.strato import controller, cost, lm, methods, tasks
+from edgetune.runs.stages import stage_key
+from edgetune.strato import controller, cost, lm, methods
 from edgetune.strato.config import RunConfig, keyed
 from edgetune.strato.spec import ATTENTION, MODULES, Allocation, module_shapes
 from edgetune.strato.train import train_adapters
@@ -61,7 +62,7 @@ def search_key(config: RunConfig) -> dict:
     run's seed when `search_seed` is set, so seeds can share one search."""
     s = config.peft.strato
     files = keyed({"model": dataclasses.asdict(config.model), "task": dataclasses.asdict(config.task)})
-    return {
+    own = {
         "model": files["model"],
         "task": files["task"],
         "training": {
@@ -76,9 +77,8 @@ def search_key(config: RunConfig) -> dict:
         },
         "strato": dataclasses.asdict(s),
         "seed": config.seed if s.search_seed is None else s.search_seed,
-        "tasks": tasks.VERSION,
-        "tokenizer": lm.TOKENIZER_VERSION,
     }
+    return stage_key(own, versions=("tasks", "tokenizer"))
 
 
 def find_allocation(config: RunConfig, model, loop, *, force: bool = False) -> tuple[Allocation, dict]:
