@@ -63,3 +63,22 @@ def test_prune_width_validates():
         build_vit("vit-z", 2)
     with pytest.raises(ValueError, match="img_size=30 must be a multiple of patch_size=8"):
         ViTShape(img_size=30)
+
+
+@pytest.mark.parametrize("section", ["motivation", "customization", "retraining"])
+def test_every_model_field_takes_a_family_name_or_a_checkpoint_path(section, tmp_path):
+    """A section's `model` opens a checkpoint the same way it builds a family model; a name that is neither is
+    refused naming what is accepted."""
+    import torch
+
+    from edgetune.models import build_vit, open_vit
+    from edgetune.models.load import save_timm_checkpoint
+    from edgetune.sections import section as find
+
+    source = build_vit("edge-tiny", 7)
+    weights, _ = save_timm_checkpoint(source, tmp_path / "ckpt" / "edge-tiny.safetensors")
+    cfg = find(section).config("smoke", model=str(weights))
+    opened = open_vit(cfg.model, 7)
+    assert all(torch.equal(a, b) for a, b in zip(opened.state_dict().values(), source.state_dict().values()))
+    with pytest.raises(ValueError, match=r"model='nosuch'; expected a VIT_FAMILY name .* or a checkpoint path"):
+        find(section).config("smoke", model="nosuch")

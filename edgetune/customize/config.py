@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from edgetune.data.sources import SOURCES
-from edgetune.models.vit import VIT_FAMILY
+from edgetune.models.open import check_model
 from edgetune.profiles import resolve
 from edgetune.runs.stages import Stage
 
@@ -60,8 +60,7 @@ class CustomizeConfig:
             raise ValueError(f"data={self.data!r}; expected one of {SOURCES}")
         if self.num_devices < 5:
             raise ValueError(f"num_devices={self.num_devices}: ACME's splits need at least 5 devices")
-        if self.model not in VIT_FAMILY and "/" not in self.model:
-            raise ValueError(f"model={self.model!r}: a VIT_FAMILY name {list(VIT_FAMILY)} or a checkpoint path")
+        check_model(self.model)
         if not 0 < self.size_constraint <= 1:
             raise ValueError(f"size_constraint={self.size_constraint} must lie in (0, 1] (normalized size)")
         for name in ("train_size", "test_size", "batch_size", "finetune_steps", "header_budget", "rounds"):

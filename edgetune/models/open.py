@@ -10,6 +10,19 @@ from edgetune.models.load import load_vit
 from edgetune.models.vit import VIT_FAMILY, build_vit
 from edgetune.paths import root
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def check_model(model: str) -> str:
+    """`model` if it names a VIT_FAMILY ViT or a checkpoint (a path: it holds a '/' or ends in a weights suffix;
+    whether the file exists is checked when it is opened, naming it); else a ValueError saying what is accepted."""
+    if model in VIT_FAMILY or "/" in model or model.endswith(CHECKPOINT_SUFFIXES):
+        return model
+    raise ValueError(
+        f"model={model!r}; expected a VIT_FAMILY name ({', '.join(VIT_FAMILY)}) or a checkpoint path "
+        f"(a folder or a {'/'.join(CHECKPOINT_SUFFIXES)} file, e.g. model/vit-base-patch16-224)"
+    )
+
 
 def open_vit(model: str, num_classes: int) -> VisionTransformer:
     """A fresh timm ViT for a VIT_FAMILY name; otherwise `load_vit` of the checkpoint at `model` (relative paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from edgetune.models.open import check_model
 from edgetune.models.vit import VIT_FAMILY
 from edgetune.profiles import resolve
 from edgetune.runs.stages import Stage
@@ -52,6 +53,7 @@ class MotivationConfig:
             raise ValueError(f"num_domains={self.num_domains}: the shift stream needs at least 10 domains")
         if not 1 <= self.retrain_domains <= self.num_domains:
             raise ValueError(f"retrain_domains={self.retrain_domains} must lie in 1..num_domains={self.num_domains}")
+        check_model(self.model)
         unknown = [m for m in self.latency_models if m not in VIT_FAMILY]
         if unknown:
             raise ValueError(f"latency_models {unknown} are not in VIT_FAMILY {list(VIT_FAMILY)}")
