@@ -3,6 +3,8 @@ GPU, plain cross-entropy fine-tuning and top-1 accuracy. The loops themselves st
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,15 @@ def draw_batch(x: torch.Tensor, y: torch.Tensor, size: int, g: torch.Generator) 
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA (NVIDIA or ROCm) unless `enabled` is False; a no-op elsewhere."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def warmup_cosine(step: int, warmup: int, steps: int, floor: float = 0.0, peak: float = 1.0) -> float:
+    """The learning rate at `step` (from 0): linear warm-up to `peak` over `warmup` steps, then a cosine down to
+    `floor` × `peak` at `steps`. A pure function of the step, so a resumed run continues the schedule exactly."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(progress * math.pi)))
 
 
 def finetune(

@@ -3,7 +3,6 @@ short fine-tuning runs use `edgetune.training.finetune`."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from edgetune.progress import progress
 from edgetune.runs import Checkpointer, Meter, RunResult
-from edgetune.training import autocast, draw_batch, flush_history
+from edgetune.training import autocast, draw_batch, flush_history, warmup_cosine
 
 
 class EarlyExitViT(nn.Module):
@@ -72,7 +71,7 @@ def train_early_exit(
             if stop_after is not None and step >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumes exactly
-                group["lr"] = lr * _lr_factor(step, warmup, steps)
+                group["lr"] = lr * warmup_cosine(step, warmup, steps)
             x, y = draw_batch(*data, batch_size, g)
             with autocast(device):
                 losses = torch.stack([F.cross_entropy(logits.float(), y) for logits in model(x)])
@@ -94,10 +93,3 @@ def train_early_exit(
         history=history,
         metrics={"final_loss": history[-1]["loss"] if history else float("nan")},
     )
-
-
-def _lr_factor(step: int, warmup: int, steps: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * (1 + math.cos(progress * math.pi))

@@ -19,9 +19,8 @@ import yaml
 from edgetune.paths import root
 from edgetune.profiles import resolve
 from edgetune.runs.cache import content_digest
-from edgetune.strato.spec import TASKS
+from edgetune.strato.spec import METHODS, TASKS
 
-METHODS = ("lora", "rslora", "lora_mlp", "adalora", "dora", "strato")
 DEVICE_TYPES = ("auto", "cuda", "rocm", "mps", "cpu")
 SCORE_ON = ("test", "all")
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from edgetune.strato.spec import MLP, MODULES, Allocation, module_shapes
+from edgetune.strato.spec import METHODS, MLP, MODULES, Allocation, module_shapes
 
-METHODS = ("lora", "rslora", "lora_mlp", "adalora", "dora", "strato")
 LORA_FAMILY = ("lora", "rslora", "lora_mlp", "dora", "strato")
 
 

@@ -15,6 +15,7 @@ ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 MODULES = ATTENTION + MLP
 TASKS = ("mmlu", "gsm8k", "humaneval")
+METHODS = ("lora", "rslora", "lora_mlp", "adalora", "dora", "strato")
 
 
 @dataclass(frozen=True)

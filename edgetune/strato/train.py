@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from edgetune.profiles import pick_device
 from edgetune.strato import cost, lm, methods, resize, tasks
 from edgetune.strato.config import RunConfig
 from edgetune.strato.spec import TaskData
-from edgetune.training import autocast
+from edgetune.training import autocast, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +140,7 @@ class Trace:
 
 def lr_at(step: int, loop: Loop) -> float:
     """Linear warmup, then cosine decay to 10 % of the peak."""
-    warmup = max(1, int(loop.warmup_frac * loop.steps))
-    if step < warmup:
-        return loop.lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, loop.steps - warmup)
-    return loop.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+    return warmup_cosine(step, max(1, int(loop.warmup_frac * loop.steps)), loop.steps, floor=0.1, peak=loop.lr)
 
 
 def trainable(model) -> list[torch.nn.Parameter]:
