@@ -8,8 +8,8 @@
 
 `-p NAME=VALUE` sets any field of a section's config (each section's notebook receives them as `overrides`); names,
 types and the resulting config are checked before anything runs: an unknown name, a value of the wrong type or an
-invalid config prints what is accepted and exits 2. While a
-section runs, its progress bars stream to the terminal. Executed notebooks go to `runs/notebooks/<profile>/`, one
+invalid config prints what is accepted and exits 2. So does a checkpoint or dataset the config points at that is
+missing or damaged (`edgetune.inputs`, opened before any kernel starts). While a section runs, its progress bars stream to the terminal. Executed notebooks go to `runs/notebooks/<profile>/`, one
 manifest per reproduction to `runs/reproductions/<id>.json`, and the report to `figures/<profile>/REPORT.md`; a
 failing cell is printed with its error and the executed notebook's path, and the command exits 1.
 """
@@ -233,6 +233,19 @@ def resolve_overrides(sections: list[str], profile: str, assignments: list[str])
     return overrides
 
 
+def check_placed_inputs(sections: list[str], profile: str, overrides: dict[str, dict[str, Any]]) -> None:
+    """Every checkpoint and dataset the sections' configs point at, opened before any kernel starts
+    (`edgetune.inputs`); a missing or damaged one is a UsageError naming the file."""
+    from edgetune.inputs import check_inputs
+    from edgetune.sections import section as find
+
+    for name in sections:
+        try:
+            check_inputs(find(name).config(profile, **overrides[name]))
+        except (ValueError, OSError) as e:  # DatasetLayoutError is a FileNotFoundError
+            raise UsageError(f"{name}: {e}") from e
+
+
 def _as_declared(value: Any, kind: str) -> Any:
     """A float field's value as a float (`-p lr=1` is 1.0, as `-p lr=1.0`: one config, one cache key, one label),
     items of a `tuple[float, ...]` likewise."""
@@ -274,6 +287,7 @@ def reproduce(
             print(f"edgetune: note: skipping {s}: notebooks/{NOTEBOOKS[s]} does not exist yet", file=sys.stderr)
     plans = []
     overrides = resolve_overrides(chosen, profile, assignments)
+    check_placed_inputs(chosen, profile, overrides)
     for section in chosen:
         notebook = root() / "notebooks" / NOTEBOOKS[section]
         if not notebook.exists():

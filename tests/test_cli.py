@@ -94,6 +94,25 @@ def test_unknown_or_ill_typed_parameter_exits_2(project, capsys):
     assert exit_info.value.code == 2
 
 
+def test_a_missing_or_damaged_placed_input_exits_2_before_any_kernel(project, capsys):
+    """A checkpoint or dataset the config points at is opened before anything runs: exit 2 naming the file."""
+    from edgetune.models import build_vit
+    from edgetune.models.load import save_timm_checkpoint
+
+    _notebook(project / "notebooks" / cli.NOTEBOOKS["motivation"], "x = steps * 2")
+    weights, _ = save_timm_checkpoint(build_vit("edge-tiny", 10), project / "model" / "tiny.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    assert main(["reproduce", "--section", "motivation", "-p", f"model={weights}"]) == 2
+    err = capsys.readouterr().err
+    assert f"motivation: {weights} is not a readable weights file" in err and "copy it again" in err
+    assert main(["reproduce", "--section", "motivation", "-p", "model=model/nothing-here"]) == 2
+    assert "nothing-here" in capsys.readouterr().err
+    assert main(["reproduce", "--section", "motivation", "-p", "data=cifar100"]) == 2
+    err = capsys.readouterr().err
+    assert "motivation: " in err and "CIFAR-100" in err and str(project / "data") in err
+    assert not (project / "runs").exists(), "no kernel started, nothing written"
+
+
 def _manifests(runs):
     return [json.loads(p.read_text()) for p in sorted((runs / "reproductions").glob("*.json"))]
 
