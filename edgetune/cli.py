@@ -9,9 +9,10 @@
 `-p NAME=VALUE` sets any field of a section's config (each section's notebook receives them as `overrides`); names,
 types and the resulting config are checked before anything runs: an unknown name, a value of the wrong type or an
 invalid config prints what is accepted and exits 2. So does a checkpoint or dataset the config points at that is
-missing or damaged (`edgetune.inputs`, opened before any kernel starts). While a section runs, its progress bars stream to the terminal. Executed notebooks go to `runs/notebooks/<profile>/`, one
-manifest per reproduction to `runs/reproductions/<id>.json`, and the report to `figures/<profile>/REPORT.md`; a
-failing cell is printed with its error and the executed notebook's path, and the command exits 1.
+missing or damaged (`edgetune.inputs`, opened before any kernel starts). While a section runs, its progress bars
+stream to the terminal. Executed notebooks go to `runs/notebooks/<profile>/`, one manifest per reproduction to
+`runs/reproductions/<id>.json`, and the report to `figures/<profile>/REPORT.md`; a failing cell is printed with its
+error and the executed notebook's path, and the command exits 1.
 """
 
 from __future__ import annotations

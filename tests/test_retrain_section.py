@@ -224,6 +224,8 @@ def test_each_offline_stage_is_keyed_by_what_it_reads():
         "retraining-kb": {"pretrain_steps", "test_size", "index_ridge", "sparsity"},  # fits the neuron index
         "retraining-law": {"pretrain_steps", "test_size", "index_ridge", "sparsity", "law_trials"},  # on the kb
         "retraining-online": {"pretrain_steps", "index_ridge", "window_iterations", "sparsity"},
+        "retraining-budget": {"pretrain_steps", "window_iterations", "budget_domains"},
     }
-    unread = {"device", "budget_factors", "budget_domains"}
+    unread = {"device", "budget_factors"}
     assert_keyed_by_reads(base, STAGES, expected, unread)
+    assert "budget_domains" not in STAGES[4].fields()  # the main stream is not keyed by the sweep's length

@@ -148,7 +148,10 @@ ONLINE = Stage(
     ),
     after=(KB,),
 )
-STAGES = (PRETRAIN, LORA, KB, LAW, ONLINE)
+# the accuracy-vs-budget sweep: the first `budget_domains` windows again at one budget factor (the factor and the
+# fitted law enter the key as values, one entry per factor)
+BUDGET = Stage("retraining-budget", reads=(*ONLINE.reads, "budget_domains"), after=(KB,))
+STAGES = (PRETRAIN, LORA, KB, LAW, ONLINE, BUDGET)
 
 PROFILES: dict[str, RetrainingConfig] = {
     "smoke": RetrainingConfig(

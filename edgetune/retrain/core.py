@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from edgetune.profiles import pick_device
-from edgetune.retrain.config import LAW, ONLINE, RetrainingConfig
+from edgetune.retrain.config import BUDGET, LAW, ONLINE, RetrainingConfig
 from edgetune.retrain.data import Stream, load_stream, simulated_target
 from edgetune.retrain.kb import edge_model
 from edgetune.retrain.law import ScalingLaw, agreement, choose_form, compare_forms, split_trials
@@ -176,35 +176,21 @@ def online(
 
     _, folder = ONLINE.run(cfg, compute, force=force, law=law.to_dict())
     tables = {name: pd.read_csv(folder / f"{name}.csv") for name in ("rows", "curves")}
-    tables["budget"] = budget_sweep(cfg, offline, law, stream, tables["rows"], folder, device)
+    tables["budget"] = budget_sweep(cfg, offline, law, stream, tables["rows"], device, force)
     return tables
 
 
-def budget_sweep(cfg, offline, law, stream, rows: pd.DataFrame, folder: Path, device) -> pd.DataFrame:
+def budget_sweep(cfg, offline, law, stream, rows: pd.DataFrame, device, force: bool = False) -> pd.DataFrame:
     """Mean accuracy after retraining over the first `budget_domains` windows at each budget factor (BlockTrainer and
-    the fixed compressed model); factor 1 is the main stream's own first windows."""
+    the fixed compressed model); factor 1 is the main stream's own first windows, every other factor is a cached
+    stage of its own."""
     out = []
-    head = stream.windows[: cfg.budget_domains]
     for factor in cfg.budget_factors:
-        if factor == 1.0:
-            part = rows[rows.window < cfg.budget_domains]
-        else:
-            path = folder / f"budget-{factor:g}-{cfg.budget_domains}.csv"
-            if not path.exists():
-                tables = run_stream(
-                    cfg,
-                    offline,
-                    law,
-                    stream,
-                    head,
-                    folder / f"budget-{factor:g}-{cfg.budget_domains}",
-                    device,
-                    factor=factor,
-                    methods=("blocktrainer", "fixed"),
-                    desc=f"budget ×{factor:g}",
-                )
-                write_text(path, tables["rows"].to_csv(index=False))
-            part = pd.read_csv(path)
+        part = (
+            rows[rows.window < cfg.budget_domains]
+            if factor == 1.0
+            else _budget_rows(cfg, offline, law, stream, factor, device, force)
+        )
         for method in ("blocktrainer", "fixed"):
             sel = part[part.method == method]
             out.append(
@@ -216,6 +202,38 @@ def budget_sweep(cfg, offline, law, stream, rows: pd.DataFrame, folder: Path, de
                 }
             )
     return pd.DataFrame(out)
+
+
+def _budget_rows(cfg, offline: Offline, law: ScalingLaw, stream: Stream, factor: float, device, force: bool):
+    def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (BUDGET.reads)
+        start = time.perf_counter()
+        head = stream.windows[: cfg.budget_domains]
+        tables = run_stream(
+            cfg,
+            offline,
+            law,
+            stream,
+            head,
+            folder / "stream",
+            device,
+            factor=factor,
+            methods=("blocktrainer", "fixed"),
+            desc=f"budget ×{factor:g}",
+        )
+        write_text(folder / "rows.csv", tables["rows"].to_csv(index=False))
+        return RunResult(
+            stage="retraining-budget",
+            config={},  # the stage's key, stamped by Stage.run
+            seed=cfg.seed,
+            metrics=_averages(tables["rows"]),
+            wall_time_s=time.perf_counter() - start,
+            device=describe_device(device),
+            versions=package_versions(),
+            artifacts={"rows": "rows.csv"},
+        )
+
+    _, folder = BUDGET.run(cfg, compute, force=force, law=law.to_dict(), factor=factor)
+    return pd.read_csv(folder / "rows.csv")
 
 
 def _averages(rows: pd.DataFrame) -> dict[str, float]:
