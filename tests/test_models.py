@@ -79,6 +79,8 @@ def test_every_model_field_takes_a_family_name_or_a_checkpoint_path(section, tmp
     weights, _ = save_timm_checkpoint(source, tmp_path / "ckpt" / "edge-tiny.safetensors")
     cfg = find(section).config("smoke", model=str(weights))
     opened = open_vit(cfg.model, 7)
-    assert all(torch.equal(a, b) for a, b in zip(opened.state_dict().values(), source.state_dict().values()))
+    theirs = source.state_dict()
+    assert opened.state_dict().keys() == theirs.keys()
+    assert all(torch.equal(v, theirs[k]) for k, v in opened.state_dict().items())
     with pytest.raises(ValueError, match=r"model='nosuch'; expected a VIT_FAMILY name .* or a checkpoint path"):
         find(section).config("smoke", model="nosuch")

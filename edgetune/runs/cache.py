@@ -133,10 +133,10 @@ def write_checksums(folder: Path) -> None:
 
 
 def checkpoint_problem(folder: Path) -> str | None:
-    """Why a training checkpoint cannot be trusted, or None. One written before checkpoints carried checksums (no
-    `checksums.json`) is taken as it is."""
+    """Why a training checkpoint cannot be trusted, or None. One without `checksums.json` (written by a version
+    before checkpoints carried checksums, or cut short) cannot be verified and is not trusted."""
     if not (folder / CHECKSUMS).exists():
-        return None
+        return f"{CHECKSUMS} is missing (cannot be verified)"
     try:
         expected = json.loads((folder / CHECKSUMS).read_text())
     except (OSError, ValueError) as err:
@@ -148,8 +148,13 @@ def _verified(folder: Path) -> RunResult | None:
     """The finished result in `folder` if it and every file it lists are intact; else None, after a notice and
     emptying the folder (a partial or altered entry is never resumed from)."""
     try:
-        result = RunResult.from_dict(json.loads((folder / RESULT).read_text(encoding="utf-8")))
-        problem = checksum_problem(folder, result.checksums)
+        stored = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+        result = RunResult.from_dict(stored)
+        problem = (
+            checksum_problem(folder, result.checksums)
+            if "checksums" in stored
+            else f"{RESULT} carries no checksums (written by an earlier version; it cannot be verified)"
+        )
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
         result, problem = None, f"{RESULT} unreadable ({type(err).__name__}: {str(err)[:120]})"
     if problem is None:
