@@ -103,6 +103,30 @@ def check_ranges(config: Any) -> None:
                 )
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"{f.name}={value!r}; expected a finite number")
+            if isinstance(v, int | float):
+                _check_named_range(f.name, v, value)
+
+
+# Ranges that follow from what a field is, by its name (the same in every section): learning rates, loss weights,
+# fractions, concentrations and budget factors.
+FRACTIONS = ("split_fraction", "device_fraction", "cap")  # shares of a whole, in (0, 1]
+POSITIVE = ("dirichlet_alphas", "budget_factors")
+NON_NEGATIVE = ("weight_decay", "gate_l1", "index_ridge", "lam")
+MAX_LR = 10.0
+
+
+def _check_named_range(name: str, v: float, value: Any) -> None:
+    if name == "lr" or name.endswith("_lr"):
+        if not 0 < v <= MAX_LR:
+            raise ValueError(f"{name}={value!r}; expected a learning rate in (0, {MAX_LR:g}]")
+    elif name in FRACTIONS:
+        if not 0 < v <= 1:
+            raise ValueError(f"{name}={value!r}; expected a fraction in (0, 1]")
+    elif name in POSITIVE:
+        if not v > 0:
+            raise ValueError(f"{name}={value!r}; expected positive numbers")
+    elif (name in NON_NEGATIVE or name.endswith("_weight")) and v < 0:
+        raise ValueError(f"{name}={value!r}; expected a number ≥ 0 (a weight or a penalty)")
 
 
 def pick_device(device: str = "auto"):

@@ -385,9 +385,31 @@ BAD_VALUES = {  # per section: -p values that must stop before anything runs
         "lr=nan",
         "batch_size=0",
         "retrain_steps=-5",
+        "lr=0",
+        "lr=1000000",
+        "weight_decay=-0.1",
+        "split_fraction=1.5",
+        "dirichlet_alphas=[0.1,0]",
     ],
-    "customization": ["finetune_steps=-1", "rounds=1000000000000", "seed=4294967296", "batch_size=0"],
-    "retraining": ["kb_steps=-5", "window_iterations=-3", "sparsity=nan", "test_size=0"],
+    "customization": [
+        "finetune_steps=-1",
+        "rounds=1000000000000",
+        "seed=4294967296",
+        "batch_size=0",
+        "device_fraction=0",
+        "hidden_weight=-1",
+        "elastic_lr=-0.001",
+    ],
+    "retraining": [
+        "kb_steps=-5",
+        "window_iterations=-3",
+        "sparsity=nan",
+        "test_size=0",
+        "cap=2",
+        "kd_weight=-1",
+        "budget_factors=[0.5,-1]",
+        "kb_lr=0",
+    ],
     "assembling": [
         "pt_steps=-1",
         "ft_steps=1000000000000",
@@ -397,7 +419,7 @@ BAD_VALUES = {  # per section: -p values that must stop before anything runs
         "batch_size=0",
         "depths=[0,4]",
     ],
-    "peft": ["steps=-5", "seeds=[-1]", "lam=nan", "episodes=1000000000000", "tasks=[]"],
+    "peft": ["steps=-5", "seeds=[-1]", "lam=nan", "episodes=1000000000000", "tasks=[]", "lam=-1", "lr=0"],
 }
 
 
