@@ -199,3 +199,43 @@ def test_force_empties_only_a_run_folder(tmp_path, capsys):
     precious.write_text("mine")
     assert main(_cli(["--out-dir", str(tmp_path), "--force"])) == 2
     assert "--force empties only a run's folder" in capsys.readouterr().err and precious.read_text() == "mine"
+
+
+def test_an_unfinished_run_with_other_settings_is_refused_not_resumed(tmp_path, monkeypatch, capsys):
+    _reference_and_crashed(tmp_path, monkeypatch)
+    before = sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir())
+    assert main(_cli(["--out-dir", str(tmp_path / "b"), "--steps", "6", "--batch-size", "8", "--lr", "0.01"])) == 2
+    err = capsys.readouterr().err
+    assert "holds an unfinished run with other settings (lr: 0.001 there, 0.01 asked)" in err and "--force" in err
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == before  # nothing touched
+
+
+def test_a_finished_run_is_tied_to_the_weights_it_started_from(tmp_path, capsys):
+    """MT's result stands for the PT weights it started from, by content: retraining PT under the same folder makes
+    the MT folder another run; the same weights in another folder are the same run."""
+    common = ["--model", "edge-tiny", "--depths", "2", "2", "--num-classes", "4", "--train-size", "64"]
+    common += ["--test-size", "16", "--batch-size", "8", "--steps", "2"]
+    pt, mt = tmp_path / "pt", tmp_path / "mt"
+    assert main(["--phase", "PT", "--out-dir", str(pt), *common]) == 0
+    mt_args = ["--phase", "MT", "--idx", "0", "--meta", str(pt), "--out-dir", str(mt), *common]
+    assert main(mt_args) == 0
+    import shutil
+
+    shutil.copytree(pt, tmp_path / "pt-copy")
+    assert main([*mt_args[:5], str(tmp_path / "pt-copy"), *mt_args[6:]]) == 0  # same weights elsewhere: reused
+    assert main(["--phase", "PT", "--out-dir", str(pt), *common, "--seed", "1", "--force"]) == 0
+    capsys.readouterr()
+    assert main(mt_args) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run with other settings (inputs: {'meta': " in err
+
+
+def test_a_training_error_is_not_reported_as_bad_input(tmp_path, monkeypatch):
+    """Only folder conflicts and missing inputs are usage errors (exit 2); a failure inside training surfaces."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside training")
+
+    monkeypatch.setattr(train, "_train", broken)
+    with pytest.raises(ValueError, match="a bug inside training"):
+        main(_cli(["--out-dir", str(tmp_path / "x")]))

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgetune.assemble.train import PHASES, AssembleConfig, run
+from edgetune.assemble.train import PHASES, REQUEST, AssembleConfig, RunFolderError, run
 
 
 def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
@@ -48,7 +48,7 @@ def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
         p.error(str(e))
 
 
-RUN_FILES = {"result.json", "model.safetensors", "checkpoints"}  # what a phase writes into its --out-dir
+RUN_FILES = {"result.json", "model.safetensors", "checkpoints", REQUEST}  # what a phase writes into its --out-dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     try:
         result = run(cfg)
-    except (ValueError, FileNotFoundError) as e:  # another run in the folder, or an input run missing: exit 2
+    except (RunFolderError, FileNotFoundError) as e:  # another run in the folder, or an input run missing: exit 2
         print(f"python -m edgetune.assemble: error: {e}", file=sys.stderr)
         return 2
     print(

@@ -37,7 +37,7 @@ from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
 from edgetune.models import VIT_FAMILY, forward_flops
 from edgetune.models.vit import ViTShape
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
-from edgetune.runs.cache import checkpoint_problem, write_checksums
+from edgetune.runs.cache import checkpoint_problem, content_digest, write_checksums
 from edgetune.training import accuracy, normalize
 
 PHASES = ("PT", "MT", "FT", "E2E")
@@ -157,11 +157,20 @@ def global_batch(cfg: AssembleConfig, step: int, size: int, n: int) -> torch.Ten
     return torch.randint(0, n, (size,), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
 
 
+class RunFolderError(ValueError):
+    """`--out-dir` holds another run (finished or not), or an unreadable one."""
+
+
 def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResult:
-    """Train one phase to completion (resuming if interrupted) and write model + result into `cfg.out_dir`."""
+    """Train one phase to completion (resuming if interrupted) and write model + result into `cfg.out_dir`.
+
+    The folder's `run.json` records what the run was asked for (its settings and the weights it starts from, by
+    content); a finished or unfinished run in the folder with other settings is a `RunFolderError` naming them."""
     out = Path(cfg.out_dir)
+    request = _request(cfg)  # a missing input run: FileNotFoundError naming it, before anything starts
     if (out / "result.json").is_file():
-        return _finished_run(cfg, out)
+        return _finished_run(out, request)
+    _claim(out, request)
     gpu = torch.cuda.is_available()  # without cpu=True accelerate would not join a CPU (gloo) process group
     accelerator = accelerator or Accelerator(
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if gpu else "no", cpu=not gpu
@@ -176,22 +185,54 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     return _finish(cfg, accelerator, model, division, test, history, flops_per_image)
 
 
-# what may differ between the run that finished in a folder and a request for it without changing its result
+# what may differ between the run in a folder and a request for it without changing its result (the input runs
+# enter by the content of their weights, `inputs`, not by their folders)
 _NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation")
+REQUEST = "run.json"
 
 
-def _finished_run(cfg: AssembleConfig, out: Path) -> RunResult:
-    """The finished run in `out`, if it was made with the requested config; a folder holding another run is an
-    error naming the differing fields (a different --out-dir or --force), never a silently mislabelled result."""
+def _request(cfg: AssembleConfig) -> dict:
+    """What a phase's result depends on: its settings and the SHA-256 of the weights of the runs it starts from."""
+    folders = {"meta": cfg.meta} if cfg.phase == "MT" else {}
+    if cfg.phase == "FT":
+        folders = {f"incubation[{i}]": d for i, d in enumerate(cfg.incubation)}
+    inputs = {name: content_digest(_finished(d) / "model.safetensors") for name, d in folders.items()}
+    settings = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in _NOT_RESULT}
+    return {**settings, "inputs": inputs}
+
+
+def _differences(out: Path, stored: dict, wanted: dict, state: str) -> None:
+    differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    if differ:
+        change = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} asked" for k in differ)
+        raise RunFolderError(
+            f"{out} holds {state} run with other settings ({change}); use another --out-dir, or --force to start over"
+        )
+
+
+def _claim(out: Path, request: dict) -> None:
+    """Record the request in `out` (resuming only a run asked for the same thing)."""
+    path = out / REQUEST
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RunFolderError(f"{path} is unreadable ({err}); remove it or rerun with --force") from err
+        _differences(out, stored, request, "an unfinished")
+    elif (out / "checkpoints").exists():
+        raise RunFolderError(f"{out} holds checkpoints of a run that recorded no {REQUEST}; rerun with --force")
+    else:
+        write_json(path, request)
+
+
+def _finished_run(out: Path, request: dict) -> RunResult:
+    """The finished run in `out`, if it was made as requested; a folder holding another run is a `RunFolderError`
+    naming the differing fields (a different --out-dir or --force), never a silently mislabelled result."""
     try:
         result = RunResult.from_dict(json.loads((out / "result.json").read_text(encoding="utf-8")))
     except (ValueError, TypeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{out / 'result.json'} is unreadable ({err}); remove it or rerun with --force") from err
-    stored, wanted = result.config, json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as stored
-    differ = sorted(k for k in wanted if k not in _NOT_RESULT and stored.get(k) != wanted[k])
-    if differ:
-        change = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} asked" for k in differ)
-        raise ValueError(f"{out} holds a finished run with other settings ({change}); use another --out-dir or --force")
+        raise RunFolderError(f"{out / 'result.json'} is unreadable ({err}); remove it or rerun with --force") from err
+    _differences(out, result.config, request, "a finished")
     return result
 
 
@@ -282,7 +323,7 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
     images = cfg.steps * cfg.batch_size * cfg.grad_accum * accelerator.num_processes
     result = RunResult(
         stage=f"assemble-{cfg.phase}",
-        config={**asdict(cfg), "division": list(division.depths)},
+        config={**asdict(cfg), "division": list(division.depths), "inputs": _request(cfg)["inputs"]},
         seed=cfg.seed,
         history=history,
         metrics={"accuracy": evaluate_accuracy(plain, test, accelerator.device)},
