@@ -15,18 +15,6 @@ PROFILES = ("smoke", "default", "gpu", "paper")
 C = TypeVar("C")
 
 
-class StageKeys:
-    """What every section config uses to key its cached stages, in one place: `subset(*names)` is the named fields
-    (every field but `device` when none is named: where a run happens never changes its result) plus the version of
-    the scene generator the embedded data comes from (a change to the rendered data is a new key)."""
-
-    def subset(self, *names: str) -> dict[str, Any]:
-        from edgetune.data.scenes import SCENES_VERSION
-
-        names = names or tuple(f.name for f in dataclasses.fields(self) if f.name != "device")
-        return {**{name: getattr(self, name) for name in names}, "scenes_version": SCENES_VERSION}
-
-
 def run_label(profile: str, overrides: dict[str, Any] | None = None) -> str:
     """Where a run's figures and claims go: the profile's name, or `<profile>+<hash of the overrides>` when any value
     was overridden, so a run with overrides never passes itself off as the plain profile (its folder also keeps
