@@ -942,6 +942,7 @@ def main(argv=None) -> int:
     funcs = collect_functions(modules)
     configs = config_metrics(modules, root)
     report = {
+        "command": " ".join(["python", *sys.argv]),
         "schema_version": SCHEMA_VERSION,
         "package": root,
         "files": len(modules),
