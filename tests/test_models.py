@@ -84,3 +84,55 @@ def test_every_model_field_takes_a_family_name_or_a_checkpoint_path(section, tmp
     assert all(torch.equal(v, theirs[k]) for k, v in opened.state_dict().items())
     with pytest.raises(ValueError, match=r"model='nosuch'; expected a VIT_FAMILY name .* or a checkpoint path"):
         find(section).config("smoke", model="nosuch")
+
+
+def _odd_vit():
+    """A checkpoint-like ViT of the kind real checkpoints bring: no Q/K/V bias, LayerNorm eps 1e-12, and an MLP width
+    that timm's mlp_ratio rounds one unit short (int(28 * (61 / 28)) == 60)."""
+    import torch
+
+    from edgetune.models.vit import ViTShape, build_vit
+
+    assert int(28 * (61 / 28)) == 60
+    shape = ViTShape(img_size=16, patch_size=8, embed_dim=28, depth=3, num_heads=4, mlp_hidden=61)
+    shape = ViTShape(**{**shape.__dict__, "qkv_bias": False, "norm_eps": 1e-12})
+    torch.manual_seed(0)
+    return shape, build_vit(shape, 5).eval()
+
+
+def test_build_vit_keeps_qkv_bias_norm_eps_and_exact_mlp_width():
+    from edgetune.models.vit import vit_shape
+
+    shape, model = _odd_vit()
+    assert all(b.attn.qkv.bias is None and b.mlp.fc1.out_features == 61 for b in model.blocks)
+    assert {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-12}
+    assert vit_shape(model) == shape
+
+
+def test_pruning_and_subnets_keep_the_checkpoints_architecture():
+    from edgetune.customize.supernet import SubnetSpec, extract_subnet
+    from edgetune.models.vit import prune_width, vit_shape
+
+    shape, model = _odd_vit()
+    x = torch.rand(2, 3, 16, 16)
+    same = prune_width(model, 1.0).eval()
+    assert torch.equal(same(x), model(x))  # width 1: an exact copy, eps and all
+    for small in (prune_width(model, 0.5), extract_subnet(model, SubnetSpec(0.5, 2 / 3))):
+        got = vit_shape(small)
+        assert (got.qkv_bias, got.norm_eps) == (False, 1e-12), got
+        assert all(b.attn.qkv.bias is None for b in small.blocks)
+
+
+def test_a_checkpoint_with_an_unroundable_mlp_width_round_trips(tmp_path):
+    from edgetune.models import load_vit
+    from edgetune.models.load import save_timm_checkpoint, vit_from_kwargs, vit_kwargs_from_hf_config
+
+    _, model = _odd_vit()
+    weights, _ = save_timm_checkpoint(model, tmp_path / "odd.safetensors")
+    loaded = load_vit(weights).eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(loaded(x), model(x))
+    hf = {"hidden_size": 28, "num_attention_heads": 4, "intermediate_size": 61, "num_hidden_layers": 2}
+    hf.update(image_size=16, patch_size=8, qkv_bias=False, layer_norm_eps=1e-12)
+    built = vit_from_kwargs(vit_kwargs_from_hf_config(hf))
+    assert built.blocks[0].mlp.fc1.out_features == 61 and built.blocks[0].attn.qkv.bias is None

@@ -38,6 +38,8 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from edgetune.models.vit import exact_mlp
+
 __all__ = [
     "hf_to_timm_state_dict",
     "load_vit",
@@ -203,8 +205,6 @@ def vit_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     dim, heads, hidden = cfg["hidden_size"], cfg["num_attention_heads"], cfg["intermediate_size"]
     if dim % heads or cfg.get("head_dim", dim // heads) != dim // heads:
         raise ValueError(f"hidden_size {dim} must be num_attention_heads {heads} x head_dim for a timm ViT")
-    if int(dim * (hidden / dim)) != hidden:
-        raise ValueError(f"intermediate_size {hidden} is not representable as mlp_ratio x hidden_size {dim}")
     return {
         "img_size": list(_pair(cfg["image_size"])),
         "patch_size": list(_pair(cfg["patch_size"])),
@@ -216,6 +216,7 @@ def vit_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "depth": cfg["num_hidden_layers"],
         "num_heads": heads,
         "mlp_ratio": hidden / dim,
+        "mlp_hidden": hidden,
         "qkv_bias": bool(cfg["qkv_bias"]),
         "norm_eps": float(cfg["layer_norm_eps"]),
         "pos_drop_rate": cfg["hidden_dropout_prob"],
@@ -238,17 +239,21 @@ def vit_kwargs_from_model(model: VisionTransformer) -> dict[str, Any]:
         "depth": len(model.blocks),
         "num_heads": block.attn.num_heads,
         "mlp_ratio": block.mlp.fc1.out_features / model.embed_dim,
+        "mlp_hidden": block.mlp.fc1.out_features,
         "qkv_bias": block.attn.qkv.bias is not None,
         "norm_eps": float(block.norm1.eps),
     }
 
 
 def vit_from_kwargs(kwargs: Mapping[str, Any]) -> VisionTransformer:
-    """Construct a timm `VisionTransformer` from JSON kwargs (`norm_eps` becomes a LayerNorm `norm_layer`)."""
+    """Construct a timm `VisionTransformer` from JSON kwargs (`norm_eps` becomes a LayerNorm `norm_layer`; `mlp_hidden`,
+    when given, is the exact MLP width, which `mlp_ratio` alone can round one unit short)."""
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items() if k != "pretrained_cfg"}
     if "norm_eps" in kwargs:
         kwargs["norm_layer"] = functools.partial(nn.LayerNorm, eps=kwargs.pop("norm_eps"))
-    return VisionTransformer(**kwargs)
+    hidden = kwargs.pop("mlp_hidden", None)
+    model = VisionTransformer(**kwargs)
+    return model if hidden is None else exact_mlp(model, int(hidden), drop=kwargs.get("proj_drop_rate", 0.0))
 
 
 def save_timm_checkpoint(
@@ -435,6 +440,7 @@ def _infer_vit_kwargs(state: Mapping[str, torch.Tensor], file: Path) -> dict[str
         "depth": depth,
         "num_heads": num_heads,
         "mlp_ratio": mlp_hidden / embed_dim,
+        "mlp_hidden": mlp_hidden,
         "qkv_bias": "blocks.0.attn.qkv.bias" in state,
         "norm_eps": 1e-6,
     }

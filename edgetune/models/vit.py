@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
-from timm.layers import Attention
+from timm.layers import Attention, LayerNorm, Mlp
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.flop_counter import FlopCounterMode
 
 
 @dataclass(frozen=True)
 class ViTShape:
-    """The architecture of a ViT; `head_dim` may differ from embed_dim / num_heads after width pruning."""
+    """The architecture of a ViT; `head_dim` may differ from embed_dim / num_heads after width pruning. `qkv_bias` and
+    `norm_eps` follow the checkpoint a shape is read from (timm's defaults: a Q/K/V bias, LayerNorm eps 1e-6; Hugging
+    Face ViTs use 1e-12)."""
 
     img_size: int = 32
     patch_size: int = 8
@@ -27,6 +30,8 @@ class ViTShape:
     num_heads: int = 4
     mlp_hidden: int = 256
     head_dim: int | None = None
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
 
     def __post_init__(self):
         if self.img_size % self.patch_size:
@@ -55,7 +60,9 @@ VIT_FAMILY: dict[str, ViTShape] = {
 def build_vit(
     shape: ViTShape | str, num_classes: int, *, device: torch.device | str | None = None, dtype=None
 ) -> VisionTransformer:
-    """A timm VisionTransformer of `shape` (a ViTShape or a VIT_FAMILY name) with a CLS-token head."""
+    """A timm VisionTransformer of `shape` (a ViTShape or a VIT_FAMILY name) with a CLS-token head: exactly
+    `shape.mlp_hidden` MLP units (timm derives them from a ratio, which can round one short), the shape's Q/K/V bias
+    and LayerNorm eps."""
     if isinstance(shape, str):
         if shape not in VIT_FAMILY:
             raise ValueError(f"unknown ViT {shape!r}; expected a ViTShape or one of {list(VIT_FAMILY)}")
@@ -67,20 +74,31 @@ def build_vit(
         depth=shape.depth,
         num_heads=shape.num_heads if shape.head_dim is None else 1,  # attention is replaced below
         mlp_ratio=shape.mlp_hidden / shape.embed_dim,
+        qkv_bias=shape.qkv_bias,
+        norm_layer=partial(LayerNorm, eps=shape.norm_eps),
         num_classes=num_classes,
         device=device,
         dtype=dtype,
     )
-    if shape.head_dim:  # timm builds heads of embed_dim / num_heads; swap in attention with the pruned head size
-        for block in model.blocks:
+    for block in model.blocks:
+        if shape.head_dim:  # timm builds heads of embed_dim / num_heads; swap in attention with the pruned head size
             block.attn = Attention(
                 shape.embed_dim,
                 shape.num_heads,
                 attn_head_dim=shape.head_dim,
-                qkv_bias=True,
+                qkv_bias=shape.qkv_bias,
                 device=device,
                 dtype=dtype,
             )
+    return exact_mlp(model, shape.mlp_hidden, device=device, dtype=dtype)
+
+
+def exact_mlp(model: VisionTransformer, hidden: int, drop: float = 0.0, **factory) -> VisionTransformer:
+    """`model` with exactly `hidden` MLP units in every block: timm sizes the MLP as int(embed_dim × mlp_ratio), which
+    can round one unit short (embed_dim 28, 61 units: 60), and then a checkpoint no longer loads strictly."""
+    for block in model.blocks:
+        if block.mlp.fc1.out_features != hidden:
+            block.mlp = Mlp(model.embed_dim, hidden, drop=drop, **factory)
     return model
 
 
@@ -96,6 +114,8 @@ def vit_shape(model: VisionTransformer) -> ViTShape:
         num_heads=block.attn.num_heads,
         mlp_hidden=block.mlp.fc1.out_features,
         head_dim=None if head_dim * block.attn.num_heads == model.embed_dim else head_dim,
+        qkv_bias=block.attn.qkv.bias is not None,
+        norm_eps=block.norm1.eps,
     )
 
 
