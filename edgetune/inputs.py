@@ -39,9 +39,10 @@ def _check_images(cfg: Any) -> None:
     if data in REAL_DATASETS:
         for split in ("train", "test"):
             open_dataset(data, data_dir(), split=split)
-    elif data == "imagefolder":
-        for domain in dict.fromkeys((*cfg.source_domains, *cfg.target_domains)):
-            open_dataset("imagefolder", data_dir() / cfg.data_root, split=domain)
+    elif data == "imagefolder":  # the retraining section's domains, or ImageNet's train/ and val/
+        splits = (*cfg.source_domains, *cfg.target_domains) if hasattr(cfg, "source_domains") else ("train", "val")
+        for split in dict.fromkeys(splits):
+            open_dataset("imagefolder", data_dir() / cfg.data_root, split=split)
 
 
 def _check_peft_files(cfg: Any) -> None:

@@ -239,3 +239,58 @@ def test_a_training_error_is_not_reported_as_bad_input(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "_train", broken)
     with pytest.raises(ValueError, match="a bug inside training"):
         main(_cli(["--out-dir", str(tmp_path / "x")]))
+
+
+def _image_folders(root, classes=3, train=6, val=2):
+    """ImageNet's layout in miniature: data/imagenet/{train,val}/<class>/*.png, each class its own colour."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / "data" / "imagenet" / split / f"n0{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (40, 48, 3)) + np.array([180, 90, 0])[[(c + k) % 3 for k in range(3)]]
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+
+
+FOLDERS = dict(TINY, num_classes=3, train_size=18, test_size=6, batch_size=4, data="imagefolder", workers=0)
+
+
+def test_imagenet_layout_is_streamed_and_workers_do_not_change_the_result(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    _image_folders(tmp_path)
+    train_set, test_set = train.data(AssembleConfig("E2E", "x", **FOLDERS))
+    assert (len(train_set), len(test_set)) == (18, 6) and not isinstance(train_set, tuple)  # lazy, not tensors
+    x, y = test_set[0]
+    assert x.shape == (3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1 and y in (0, 1, 2)
+    one = run(AssembleConfig("E2E", str(tmp_path / "w0"), steps=4, **FOLDERS))
+    two = run(AssembleConfig("E2E", str(tmp_path / "w2"), steps=4, **{**FOLDERS, "workers": 2}))
+    a, b = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
+    assert all(torch.equal(a[k], b[k]) for k in a), "augmentation must not depend on the worker count"
+    assert one.metrics == two.metrics and [h["loss"] for h in one.history] == [h["loss"] for h in two.history]
+    with pytest.raises(ValueError, match=r"train/ has 3 classes and val/ 3; expected the same 5 \(num_classes\)"):
+        train.data(AssembleConfig("E2E", "x", **{**FOLDERS, "num_classes": 5}))
+
+
+def test_a_streamed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    _image_folders(tmp_path)
+    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **FOLDERS))
+    schedule = train._schedule
+
+    def crash_at_step_5(step, warmup, steps):
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash after the step-4 checkpoint")
+        return schedule(step, warmup, steps)
+
+    monkeypatch.setattr(train, "_schedule", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **FOLDERS))
+    monkeypatch.setattr(train, "_schedule", schedule)
+    resumed = run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **FOLDERS))
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)

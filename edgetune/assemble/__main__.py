@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgetune.assemble.train import PHASES, REQUEST, AssembleConfig, RunFolderError, run
+from edgetune.assemble.train import DATA, PHASES, REQUEST, AssembleConfig, RunFolderError, run
 
 
 def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
@@ -24,6 +24,8 @@ def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
     p.add_argument("--meta", help="MT: the PT run's output dir")
     p.add_argument("--incubation", nargs="+", default=[], help="FT: the MT runs' output dirs, in stage order")
     p.add_argument("--force", action="store_true", help="empty --out-dir first and train again")
+    p.add_argument("--data", choices=DATA, default="scenes", help="imagefolder: data/<data-root>/train|val/<class>/")
+    p.add_argument("--data-root", default="imagenet", help="under data/ (imagefolder)")
     for name, kind, default in (
         ("num-classes", int, 20),
         ("train-size", int, 8_000),
@@ -37,6 +39,7 @@ def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
         ("clip-grad", float, None),
         ("seed", int, 0),
         ("checkpoint-every", int, 50),
+        ("workers", int, 8),
     ):
         p.add_argument(f"--{name}", type=kind, default=default)
     args = vars(p.parse_args(argv))

@@ -7,11 +7,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from edgetune.assemble.config import AssemblingConfig
 from edgetune.assemble.model import Division, assemble
 from edgetune.assemble.train import AssembleConfig, data, evaluate_accuracy, load_run, run
+from edgetune.profiles import pick_device
 from edgetune.runs import RunResult, cached
 from edgetune.runs.stages import stage_key
 
@@ -29,6 +29,9 @@ def _common(cfg: AssemblingConfig, fraction: float) -> dict:
         seed=cfg.seed,
         eval_every=cfg.eval_every,
         checkpoint_every=10_000,
+        data=cfg.data,
+        data_root=cfg.data_root,
+        workers=cfg.workers,
     )
 
 
@@ -61,7 +64,7 @@ def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dic
 def _phase(phase: AssembleConfig, upstream: dict[str, str], force: bool) -> tuple[RunResult, Path]:
     """One phase through the cache. Its key (`stage_key`): the phase's own config without its folders (the runs it
     starts from enter through their cache keys, `upstream`) and the version of the scene generator."""
-    config = {k: v for k, v in asdict(phase).items() if k not in ("out_dir", "meta", "incubation")}
+    config = {k: v for k, v in asdict(phase).items() if k not in ("out_dir", "meta", "incubation", "workers")}
     key = stage_key(config, upstream, versions=("scenes_version",))
     return cached(
         f"assembling-{phase.phase.lower()}", key, lambda folder: run(replace(phase, out_dir=str(folder))), force=force
@@ -73,7 +76,8 @@ def _assembled_accuracy(cfg: AssemblingConfig, common: dict, mt_dirs: tuple[str,
     ft_cfg = AssembleConfig("FT", "unused", incubation=mt_dirs, steps=1, **common)
     model = assemble([load_run(Path(d), ft_cfg) for d in mt_dirs], Division(cfg.depths), ft_cfg.shape, cfg.num_classes)
     _, test = data(ft_cfg)
-    acc = evaluate_accuracy(model, test, torch.device("cpu"))
+    device = pick_device("auto")
+    acc = evaluate_accuracy(model.to(device), test, device, cfg.workers)
     return RunResult(stage="assemble-stitched", config={}, seed=cfg.seed, metrics={"accuracy": acc}, flops=0.0)
 
 

@@ -7,6 +7,10 @@ Hugging Face accelerate: one process, or many with `accelerate launch` / `torchr
 * bf16 autocast on GPU (accelerate's mixed precision), fp32 on CPU.
 * Auto-resume: `out_dir/checkpoints/step_<n>` (accelerate's own state: model, optimizer, RNG); a finished run has
   `out_dir/result.json` and returns at once.
+* Data: the embedded scenes, rendered and held in memory; or ImageNet-style class folders (`data="imagefolder"`:
+  `data/<data_root>/train/<class>/…` and `…/val/<class>/…`), streamed by DataLoader workers with DeiT's crop, flip
+  and RandAugment (`edgetune.data.streaming`), the same indices per step and an augmentation seeded by where the
+  image is used, so a resumed run sees what a straight run would.
 * Cost is counted in one unit for every phase: training FLOPs ≈ 3 × forward FLOPs per image × images seen (the
   frozen stages of MT still run forward and pass gradients back; counted alike, an over-estimate for MT).
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from torch.utils.data import Dataset
 
 from edgetune.assemble.model import (
     Division,
@@ -33,14 +38,18 @@ from edgetune.assemble.model import (
     meta_division,
     stage_parameters,
 )
+from edgetune.data import streaming
+from edgetune.data.readers import open_dataset
 from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
 from edgetune.models import VIT_FAMILY, forward_flops
 from edgetune.models.vit import ViTShape
+from edgetune.paths import data_dir
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
 from edgetune.runs.cache import checkpoint_problem, content_digest, write_checksums
 from edgetune.training import accuracy, normalize
 
 PHASES = ("PT", "MT", "FT", "E2E")
+DATA = ("scenes", "imagefolder")
 
 
 @dataclass(frozen=True)
@@ -65,12 +74,19 @@ class AssembleConfig:
     seed: int = 0
     checkpoint_every: int = 50
     eval_every: int = 0  # test accuracy every this many steps into the history (0: only at the end)
+    data: str = "scenes"  # or "imagefolder": data/<data_root>/train/<class>/… and …/val/<class>/…
+    data_root: str = "imagenet"
+    workers: int = 8  # DataLoader worker processes per training process (imagefolder)
     meta: str | None = None  # PT output dir (MT)
     incubation: tuple[str, ...] = field(default_factory=tuple)  # MT output dirs in stage order (FT)
 
     def __post_init__(self):
         if self.phase not in PHASES:
             raise ValueError(f"phase={self.phase!r}; expected one of {PHASES}")
+        if self.data not in DATA:
+            raise ValueError(f"data={self.data!r}; expected one of {DATA}")
+        if not 0 <= self.workers <= 256:
+            raise ValueError(f"workers={self.workers}; expected 0 (load in this process) to 256")
         if self.model not in VIT_FAMILY:
             raise ValueError(f"model={self.model!r}; expected one of {list(VIT_FAMILY)}")
         if self.phase == "MT" and (self.meta is None or not 0 <= self.idx < len(self.depths)):
@@ -145,10 +161,29 @@ def load_run(out_dir: Path, cfg: AssembleConfig):
 
 
 def data(cfg: AssembleConfig):
+    """(train, test): tensors of rendered scenes, or lazy datasets of class folders (a seeded `train_size` subset of
+    train/ with training augmentation, `test_size` of val/ with the evaluation crop)."""
+    if cfg.data == "imagefolder":
+        return _image_folders(cfg)
     spec = SceneSpec(cfg.num_classes, cfg.shape.img_size)
     return (
         render_scenes(spec, CLEAR, cfg.train_size, seed=1_000 * cfg.seed + 1),
         render_scenes(spec, CLEAR, cfg.test_size, seed=1_000 * cfg.seed + 2),
+    )
+
+
+def _image_folders(cfg: AssembleConfig):
+    root, size = data_dir() / cfg.data_root, cfg.shape.img_size
+    train = open_dataset("imagefolder", root, split="train", transform=streaming.train_transform(size))
+    val = open_dataset("imagefolder", root, split="val", transform=streaming.eval_transform(size))
+    if train.classes != val.classes or len(train.classes) != cfg.num_classes:
+        raise ValueError(
+            f"{root}: train/ has {len(train.classes)} classes and val/ {len(val.classes)}"
+            f"{'' if train.classes == val.classes else ' (not the same ones)'}; expected the same {cfg.num_classes}"
+            " (num_classes)"
+        )
+    return streaming.seeded_subset(train, cfg.train_size, cfg.seed), streaming.seeded_subset(
+        val, cfg.test_size, cfg.seed + 1
     )
 
 
@@ -177,17 +212,17 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     )
     model, division, params = build_model(cfg)
     flops_per_image = forward_flops(model.eval(), torch.rand(1, 3, cfg.shape.img_size, cfg.shape.img_size))
-    (train_x, train_y), test = data(cfg)
+    train_data, test = data(cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     start, history = _resume(accelerator, out)
-    history = _train(cfg, accelerator, model, optimizer, params, (train_x, train_y), start, history, test)
+    history = _train(cfg, accelerator, model, optimizer, params, train_data, start, history, test)
     return _finish(cfg, accelerator, model, division, test, history, flops_per_image)
 
 
 # what may differ between the run in a folder and a request for it without changing its result (the input runs
 # enter by the content of their weights, `inputs`, not by their folders)
-_NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation")
+_NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation", "workers")
 REQUEST = "run.json"
 
 
@@ -257,17 +292,16 @@ def _resume(accelerator: Accelerator, out: Path) -> tuple[int, list[dict]]:
 
 def _train(cfg, accelerator, model, optimizer, params, train, start, history, test) -> list[dict]:
     """The visible loop: per step, `grad_accum` micro-batches of `batch_size` per process."""
-    micro, procs, rank = cfg.batch_size, accelerator.num_processes, accelerator.process_index
     begin = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    batches = _batches(cfg, accelerator, train, start)
     model.train()
     for step in range(start, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _schedule(step, cfg.warmup_steps, cfg.steps)
-        idx = global_batch(cfg, step, micro * procs * cfg.grad_accum, len(train[0]))
         step_loss = torch.zeros((), device=accelerator.device)
-        for a in range(cfg.grad_accum):  # micro-batch a of this process: its slice of the global batch
-            part = idx.view(cfg.grad_accum, procs, micro)[a, rank]
-            x, y = normalize(train[0][part]).to(accelerator.device), train[1][part].to(accelerator.device)
+        for _ in range(cfg.grad_accum):
+            x, y = next(batches)
+            x, y = normalize(x).to(accelerator.device), y.to(accelerator.device)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss = F.cross_entropy(model(x).float(), y)
@@ -285,11 +319,31 @@ def _train(cfg, accelerator, model, optimizer, params, train, start, history, te
             }
         )
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            history[-1]["accuracy"] = evaluate_accuracy(accelerator.unwrap_model(model), test, accelerator.device)
+            history[-1]["accuracy"] = evaluate_accuracy(
+                accelerator.unwrap_model(model), test, accelerator.device, cfg.workers
+            )
             model.train()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _checkpoint(accelerator, Path(cfg.out_dir), step + 1, history)
     return history
+
+
+def _batches(cfg: AssembleConfig, accelerator: Accelerator, train, start: int):
+    """This process's micro-batches from step `start` on, in order: micro-batch a of a step is this process's slice of
+    the global batch drawn for (seed, step), from the tensors in memory or streamed from the dataset."""
+    micro, procs, rank = cfg.batch_size, accelerator.num_processes, accelerator.process_index
+    n = len(train) if isinstance(train, Dataset) else len(train[0])
+
+    def parts(step: int) -> list[torch.Tensor]:
+        idx = global_batch(cfg, step, micro * procs * cfg.grad_accum, n).view(cfg.grad_accum, procs, micro)
+        return [idx[a, rank] for a in range(cfg.grad_accum)]
+
+    if isinstance(train, Dataset):
+        yield from streaming.step_loader(train, streaming.StepBatches(parts, start, cfg.steps, cfg.seed), cfg.workers)
+        return
+    for step in range(start, cfg.steps):
+        for part in parts(step):
+            yield train[0][part], train[1][part]
 
 
 def _schedule(step: int, warmup: int, steps: int) -> float:
@@ -313,7 +367,9 @@ def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[di
             shutil.rmtree(old, ignore_errors=True)
 
 
-def evaluate_accuracy(model, test, device) -> float:
+def evaluate_accuracy(model, test, device, workers: int = 0) -> float:
+    if isinstance(test, Dataset):
+        return streaming.loader_accuracy(model, test, device, normalize, batch_size=256, workers=workers)
     return accuracy(model, test, device, batch_size=256)[0]
 
 
@@ -326,7 +382,7 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
         config={**asdict(cfg), "division": list(division.depths), "inputs": _request(cfg)["inputs"]},
         seed=cfg.seed,
         history=history,
-        metrics={"accuracy": evaluate_accuracy(plain, test, accelerator.device)},
+        metrics={"accuracy": evaluate_accuracy(plain, test, accelerator.device, cfg.workers)},
         params_total=sum(p.numel() for p in plain.parameters()),
         params_trainable=sum(p.numel() for p in plain.parameters() if p.requires_grad),
         flops=3.0 * flops_per_image * images,

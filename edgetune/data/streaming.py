@@ -1,0 +1,115 @@
+"""Real image datasets streamed through torch's DataLoader instead of held as tensors.
+
+A section that trains on a real dataset (ImageNet's class folders, say) keeps a lazy torchvision dataset: images are
+decoded and augmented by DataLoader worker processes, batch by batch, with pinned memory, so host and GPU memory do
+not grow with the dataset. Two rules keep such a run reproducible and resumable:
+
+* the caller says which images each batch holds (`StepBatches`: a function of the seed and the step, the same
+  indices the in-memory path draws), so a resumed run sees exactly the batches a straight run would;
+* every random transform of an image runs under a seed given with its index (`SeededItems`), so augmentations do
+  not depend on the number of workers, on which worker decodes an image, or on a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision import transforms
+
+# DeiT's evaluation crop: resize to size / 0.875, then the central `size` pixels
+EVAL_CROP = 0.875
+
+
+def train_transform(size: int) -> transforms.Compose:
+    """A random-resized crop to `size` (bicubic), a horizontal flip and RandAugment (2 ops, magnitude 9): the
+    crop-flip-RandAugment core of DeiT's recipe, as floats in [0, 1] (normalized by the training loop)."""
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandAugment(num_ops=2, magnitude=9),
+            transforms.ToTensor(),
+        ]
+    )
+
+
+def eval_transform(size: int) -> transforms.Compose:
+    return transforms.Compose(
+        [
+            transforms.Resize(int(size / EVAL_CROP), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+        ]
+    )
+
+
+def seeded_subset(dataset: Dataset, n: int, seed: int) -> Dataset:
+    """The first `n` items of a seeded permutation of `dataset` (all of it when n ≥ its length); smaller `n` under the
+    same seed gives a prefix, so data shares are nested."""
+    if n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, order.tolist())
+
+
+class SeededItems(Dataset):
+    """`dataset` indexed by (index, seed): the item's random transforms run under `seed` (the global torch RNG is
+    forked, so nothing outside the item is disturbed)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class StepBatches(Sampler):
+    """Index batches in training order: `indices(step)` gives the step's micro-batches of dataset indices (a list of
+    index tensors); each index is paired with a seed made of (seed, step, micro-batch, slot) for its transforms."""
+
+    def __init__(self, indices: Callable[[int], Sequence[torch.Tensor]], start: int, steps: int, seed: int):
+        self.indices, self.start, self.steps, self.seed = indices, start, steps, seed
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.steps):
+            for a, part in enumerate(self.indices(step)):
+                base = ((self.seed * 1_000_003 + step) * 97 + a) * 65_536
+                yield [(int(i), base + slot) for slot, i in enumerate(part.tolist())]
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start) * len(self.indices(self.start))
+
+
+def step_loader(dataset: Dataset, batches: StepBatches, workers: int) -> DataLoader:
+    """The batches of `batches`, in order, decoded by `workers` processes (0: in this process) into pinned memory."""
+    return DataLoader(
+        SeededItems(dataset),
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+@torch.no_grad()
+def loader_accuracy(model, dataset: Dataset, device, normalize, *, batch_size: int = 256, workers: int = 0) -> float:
+    """Top-1 accuracy of `model` over `dataset` (deterministic transforms), streamed in batches."""
+    model.eval()
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(), shuffle=False
+    )
+    hits = total = 0
+    for x, y in loader:
+        logits = model(normalize(x).to(device, non_blocking=True))
+        hits += int((logits.argmax(-1).cpu() == y).sum())
+        total += len(y)
+    return hits / max(1, total)
