@@ -114,7 +114,7 @@ def vit_shape(model: VisionTransformer) -> ViTShape:
         num_heads=block.attn.num_heads,
         mlp_hidden=block.mlp.fc1.out_features,
         head_dim=None if head_dim * block.attn.num_heads == model.embed_dim else head_dim,
-        qkv_bias=block.attn.qkv.bias is not None,
+        qkv_bias=any(name.endswith("bias") for name, _ in block.attn.qkv.named_parameters()),  # a factorized qkv too
         norm_eps=block.norm1.eps,
     )
 
