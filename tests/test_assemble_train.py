@@ -294,3 +294,21 @@ def test_a_streamed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_input_or_finished_run_is_named_with_exit_2(tmp_path, capsys):
+    common = ["--model", "edge-tiny", "--depths", "2", "2", "--num-classes", "4", "--train-size", "64"]
+    common += ["--test-size", "16", "--batch-size", "8", "--steps", "2"]
+    pt = tmp_path / "pt"
+    assert main(["--phase", "PT", "--out-dir", str(pt), *common]) == 0
+    assert set(json.loads((pt / "result.json").read_text())["checksums"]) == {"model.safetensors", "run.json"}
+    data = bytearray((pt / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (pt / "model.safetensors").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["--phase", "MT", "--meta", str(pt), "--out-dir", str(tmp_path / "mt"), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"{pt}: model.safetensors does not match its checksum" in err and "--force" in err
+    assert main(["--phase", "PT", "--out-dir", str(pt), *common]) == 2  # its own reuse refuses it too
+    assert "does not match its checksum" in capsys.readouterr().err
+    assert not (tmp_path / "mt").exists()

@@ -45,11 +45,15 @@ from edgetune.models import VIT_FAMILY, forward_flops
 from edgetune.models.vit import ViTShape
 from edgetune.paths import data_dir
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
-from edgetune.runs.cache import checkpoint_problem, content_digest, write_checksums
+from edgetune.runs.cache import checkpoint_problem, checksum_problem, content_digest, write_checksums
 from edgetune.training import accuracy, normalize
 
 PHASES = ("PT", "MT", "FT", "E2E")
 DATA = ("scenes", "imagefolder")
+
+
+class RunFolderError(ValueError):
+    """A run folder that holds another run (finished or not), or a damaged one."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +151,29 @@ def build_model(cfg: AssembleConfig):
 
 
 def _finished(out_dir: str | Path) -> Path:
+    """`out_dir` if it holds a finished, intact run: its result.json readable and its files matching the checksums it
+    recorded; a missing run is a FileNotFoundError, a damaged one a RunFolderError, each naming the folder."""
     path = Path(out_dir)
     if not (path / "result.json").is_file():
         raise FileNotFoundError(f"{path} holds no finished run (no result.json); run that phase first")
+    _stored_result(path)
     return path
+
+
+def _stored_result(out: Path) -> RunResult:
+    try:
+        stored = json.loads((out / "result.json").read_text(encoding="utf-8"))
+        result = RunResult.from_dict(stored)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{out / 'result.json'} is unreadable ({err}); rerun that phase with --force") from err
+    problem = (
+        checksum_problem(out, result.checksums)
+        if stored.get("checksums")
+        else "result.json carries no checksums (written by an earlier version; it cannot be verified)"
+    )
+    if problem:
+        raise RunFolderError(f"{out}: {problem}; rerun that phase with --force")
+    return result
 
 
 def load_run(out_dir: Path, cfg: AssembleConfig):
@@ -190,10 +213,6 @@ def _image_folders(cfg: AssembleConfig):
 def global_batch(cfg: AssembleConfig, step: int, size: int, n: int) -> torch.Tensor:
     """Indices of step `step`'s global batch: a function of (seed, step) alone, identical on every process."""
     return torch.randint(0, n, (size,), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-
-
-class RunFolderError(ValueError):
-    """`--out-dir` holds another run (finished or not), or an unreadable one."""
 
 
 def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResult:
@@ -263,10 +282,7 @@ def _claim(out: Path, request: dict) -> None:
 def _finished_run(out: Path, request: dict) -> RunResult:
     """The finished run in `out`, if it was made as requested; a folder holding another run is a `RunFolderError`
     naming the differing fields (a different --out-dir or --force), never a silently mislabelled result."""
-    try:
-        result = RunResult.from_dict(json.loads((out / "result.json").read_text(encoding="utf-8")))
-    except (ValueError, TypeError, UnicodeDecodeError) as err:
-        raise RunFolderError(f"{out / 'result.json'} is unreadable ({err}); remove it or rerun with --force") from err
+    result = _stored_result(out)
     _differences(out, result.config, request, "a finished")
     return result
 
@@ -393,6 +409,7 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
     if accelerator.is_main_process:
         out = Path(cfg.out_dir)
         save_weights(plain, out / "model.safetensors")
+        result.checksums = {name: content_digest(out / name) for name in ("model.safetensors", REQUEST)}
         write_json(out / "result.json", result.to_dict())  # last: its presence marks the run finished
     accelerator.wait_for_everyone()
     return result
