@@ -131,6 +131,11 @@ def format_ledger(ledger: pd.DataFrame, width: int | None = None) -> str:
     return markdown_table(table)
 
 
+def publish(claims: list[Claim], section: str):
+    """Record a section's claims in their profile's ledger and show its rows: the claims cell of every notebook."""
+    return show(record(claims), section)
+
+
 def show(ledger: pd.DataFrame, section: str):
     """One section's rows as a rendered table in a notebook (plain Markdown text elsewhere)."""
     from IPython.display import Markdown

@@ -283,6 +283,18 @@ def test_compare_reads_incomplete_manifests_and_refuses_others(tmp_path, capsys)
     assert "compare needs two reproductions of one profile" in capsys.readouterr().err
 
 
+def test_publish_records_the_claims_and_shows_only_the_sections_rows(capsys):
+    """The claims cell of every notebook: one call records and renders."""
+    from edgetune.claims import Claim, publish, record
+
+    record([Claim("peft", "other", "p", "r", "smoke", False)])
+    shown = publish([Claim("motivation", "depth saturates", "yes", "yes", "smoke", True)], "motivation")
+    assert "| depth saturates | yes | yes |" in shown.data and "other" not in shown.data
+    assert main(["claims", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "depth saturates" in out and "| peft | other |" in out  # both rows are in the ledger
+
+
 def test_claims_verdict_filter_knows_na(capsys):
     from edgetune.claims import Claim, record
 

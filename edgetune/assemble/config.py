@@ -43,15 +43,14 @@ class AssemblingConfig:
             raise ValueError(f"fractions {self.fractions} must start with 1.0 and lie in (0, 1]")
         self.phases()  # every phase's own checks (positive steps and sizes, stage depths), before any work
 
-    def phases(self):
-        """The four phases' configs as the pipeline builds them (folders left empty)."""
-        from edgetune.assemble.train import AssembleConfig
-
-        common = dict(
+    def phase_fields(self, fraction: float = 1.0) -> dict:
+        """What every phase's run config takes from this config, at data share `fraction` (the one place the
+        section's fields are handed to a phase)."""
+        return dict(
             model=self.model,
             depths=self.depths,
             num_classes=self.num_classes,
-            train_size=self.train_size,
+            train_size=max(self.batch_size, round(self.train_size * fraction)),
             test_size=self.test_size,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -62,6 +61,12 @@ class AssemblingConfig:
             data_root=self.data_root,
             workers=self.workers,
         )
+
+    def phases(self):
+        """The four phases' configs as the pipeline builds them (folders left empty)."""
+        from edgetune.assemble.train import AssembleConfig
+
+        common = self.phase_fields()
         k = len(self.depths)
         built = []
         for phase, steps, extra in (

@@ -17,22 +17,7 @@ from edgetune.runs.stages import stage_key
 
 
 def _common(cfg: AssemblingConfig, fraction: float) -> dict:
-    return dict(
-        model=cfg.model,
-        depths=cfg.depths,
-        num_classes=cfg.num_classes,
-        train_size=max(cfg.batch_size, round(cfg.train_size * fraction)),
-        test_size=cfg.test_size,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        seed=cfg.seed,
-        eval_every=cfg.eval_every,
-        checkpoint_every=10_000,
-        data=cfg.data,
-        data_root=cfg.data_root,
-        workers=cfg.workers,
-    )
+    return {**cfg.phase_fields(fraction), "checkpoint_every": 10_000}
 
 
 def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dict[str, RunResult]:
