@@ -25,7 +25,9 @@ from edgetune.customize.supernet import (
 from edgetune.customize.train import train_head
 from edgetune.data.scenes import Domain
 from edgetune.data.sources import Source, load_source
+from edgetune.data.streaming import LazyImages, first
 from edgetune.models import forward_flops, image_size
+from edgetune.paths import runs_dir
 from edgetune.runs import (
     count_parameters,
 )
@@ -114,15 +116,44 @@ def snap(vit: VisionTransformer, width: float, depth: float) -> SubnetSpec:
     return SubnetSpec(max(1, round(heads * width)) / heads, max(1, round(layers * depth)) / layers)
 
 
+# Token features larger than this go to a memory-mapped file under runs/tmp/ instead of host memory (45,000 ViT-B/16
+# images are 27 GB of features).
+MEMMAP_BYTES = 2**30
+
+
 @torch.no_grad()
-def features(backbone: VisionTransformer, images: torch.Tensor, device, batch_size: int = 512) -> torch.Tensor:
-    """Token features (N, 1 + P, C) of a frozen sub-backbone (after its final norm), computed once."""
+def features(backbone: VisionTransformer, images, device, batch_size: int = 512) -> torch.Tensor:
+    """Token features (N, 1 + P, C) of a frozen sub-backbone (after its final norm), computed once, batch by batch
+    (`images`: a tensor or `LazyImages`). Beyond `MEMMAP_BYTES` they are written to a memory-mapped file whose pages
+    the OS keeps or drops as memory allows; the file is unlinked at once and goes with the returned tensor."""
     backbone.to(device).eval()
-    out = [
+    batches = (
         backbone.forward_features(normalize(images[i : i + batch_size].to(device))).float().cpu()
         for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out)
+    )
+    head = next(batches, None)
+    if head is None:
+        return torch.empty(0)
+    if head.element_size() * head[0].numel() * len(images) <= MEMMAP_BYTES:
+        return torch.cat([head, *batches])
+    out = _memmap((len(images), *head.shape[1:]))
+    start = 0
+    for batch in (head, *batches):
+        out[start : start + len(batch)] = batch
+        start += len(batch)
+    return out
+
+
+def _memmap(shape: tuple[int, ...]) -> torch.Tensor:
+    import tempfile
+
+    import numpy as np
+
+    folder = runs_dir() / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".npy") as handle:  # unlinked on close; the map stays
+        array = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float32, shape=shape)
+    return torch.from_numpy(array)
 
 
 BASELINE_HEADS = {
@@ -137,10 +168,17 @@ def grid_of(backbone: VisionTransformer) -> int:
     return backbone.patch_embed.grid_size[0]
 
 
+def edge_proxy(cfg: CustomizeConfig, source: Source):
+    """The labelled proxy set the edge trains and searches headers on: the first `header_train_size` training images
+    (a lazy view for a real dataset) and their labels."""
+    n = min(cfg.header_train_size, len(source.train[0]))
+    return first(source.train[0], n), source.train[1][:n]
+
+
 def header_data(cfg: CustomizeConfig, backbone: VisionTransformer, source: Source, device):
     """Frozen-feature training set (the first `header_train_size` images) and test set of a sub-backbone."""
-    n = min(cfg.header_train_size, len(source.train[0]))
-    train = features(backbone, source.train[0][:n], device), source.train[1][:n]
+    images, labels = edge_proxy(cfg, source)
+    train = features(backbone, images, device), labels
     return train, (features(backbone, source.test[0], device), source.test[1])
 
 
@@ -218,7 +256,12 @@ def deploy(
     labelled proxy set the edge searches its header on, as 8-bit pixels), then sub-backbone + header to every
     device. Counted on `network` as it is sent."""
     network.send(torch.tensor(grid[["width", "depth", "accuracy"]].to_numpy()), "cloud", "edge", "accuracy table")
-    network.send((edge_proxy[0] * 255).to(torch.uint8), "cloud", "edge", "proxy images (8-bit)")
+    images = edge_proxy[0]
+    if isinstance(images, LazyImages):  # a real dataset is not decoded just to be counted: its 8-bit bytes
+        pixels = torch.empty(images.shape, dtype=torch.uint8, device="meta")
+    else:
+        pixels = (images * 255).to(torch.uint8)
+    network.send(pixels, "cloud", "edge", "proxy images (8-bit)")
     network.send(edge_proxy[1], "cloud", "edge", "proxy labels")
     network.send(backbone.state_dict(), "cloud", "edge", "sub-backbone weights")
     for k in range(num_devices):

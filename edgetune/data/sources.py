@@ -1,6 +1,7 @@
 """A section's labelled image data, from one place: embedded edge scenes, or a real dataset under data/.
 
-`load_source` returns clear-domain train/test tensors (images in [0, 1], (N, 3, S, S)) and `Source.domain` gives
+`load_source` returns clear-domain train/test images in [0, 1], (N, 3, S, S), with their labels: tensors for the
+embedded scenes, `LazyImages` for a real dataset (decoded batch by batch, never held whole), and `Source.domain` gives
 data of a shifted domain: freshly rendered scenes, or the real test images with the domain's lighting and weather
 applied (the paper profile).
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Subset
 
 from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, render_scenes
+from edgetune.data.streaming import LazyImages, labels_of
 from edgetune.paths import data_dir
 
 SOURCES = ("scenes", "cifar100", "stanford_cars")
@@ -58,9 +61,10 @@ def load_source(
     transform = to_tensor_resized(image_size)
     train = open_dataset(name, data_dir(), split="train", transform=transform)
     test = open_dataset(name, data_dir(), split="test", transform=transform)
-    return Source(name, spec, _stack(train, train_size), _stack(test, test_size))
+    return Source(name, spec, _lazy(train, train_size), _lazy(test, test_size))
 
 
-def _stack(dataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[i] for i in range(min(limit, len(dataset)))]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+def _lazy(dataset, limit: int) -> tuple[LazyImages, torch.Tensor]:
+    """The first `limit` items: images decoded batch by batch when a loop asks for them, labels read at once."""
+    part = Subset(dataset, range(min(limit, len(dataset))))
+    return LazyImages(part), labels_of(part)

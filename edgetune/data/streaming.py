@@ -113,3 +113,62 @@ def loader_accuracy(model, dataset: Dataset, device, normalize, *, batch_size: i
         hits += int((logits.argmax(-1).cpu() == y).sum())
         total += len(y)
     return hits / max(1, total)
+
+
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every label of `dataset` without decoding an image (torchvision's `targets` / `_samples`, through Subsets)."""
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if hasattr(dataset, "targets"):
+        return torch.as_tensor(dataset.targets, dtype=torch.long)
+    if hasattr(dataset, "_samples"):  # torchvision's StanfordCars
+        return torch.tensor([int(target) for _, target in dataset._samples], dtype=torch.long)
+    raise TypeError(f"{type(dataset).__name__} exposes no labels (targets or _samples)")
+
+
+class LazyImages:
+    """A real dataset's images, decoded on demand and indexed like the (N, 3, S, S) tensor they stand for.
+
+    Indexing with an int, a slice or an index tensor decodes just those images (in parallel threads) and returns a
+    tensor on the device this view was moved to with `.to(device)`; `len` and `shape` answer without decoding. So
+    the loops that draw batches from in-memory tensors run unchanged on a dataset of any size, holding only the
+    batch in flight on the host and on the GPU. `first(n)` is a lazy view of the first n images."""
+
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", threads: int = 8):
+        self.dataset, self.device, self.threads = dataset, torch.device(device), threads
+        self._shape = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self._shape is None:
+            self._shape = (len(self), *self.dataset[0][0].shape)
+        return self._shape
+
+    def to(self, device) -> LazyImages:
+        return LazyImages(self.dataset, device, self.threads)
+
+    def first(self, n: int) -> LazyImages:
+        return LazyImages(Subset(self.dataset, range(min(n, len(self)))), self.device, self.threads)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, slice):
+            indices = list(range(*key.indices(len(self))))
+        elif isinstance(key, int):
+            return self[[key]][0]
+        else:
+            indices = torch.as_tensor(key).flatten().tolist()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            images = list(pool.map(lambda i: self.dataset[i][0], indices))
+        if not images:
+            return torch.empty((0, *self.shape[1:]), device=self.device)
+        return torch.stack(images).to(self.device)
+
+
+def first(images, n: int):
+    """The first `n` images: a tensor slice, or a lazy view of a `LazyImages`."""
+    return images.first(n) if isinstance(images, LazyImages) else images[:n]

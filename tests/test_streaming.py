@@ -1,0 +1,84 @@
+"""Real datasets stay on disk: `LazyImages` decodes only what a loop asks for, and the values are those of the eager
+tensors the embedded path holds; large token features go to a memory-mapped file."""
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from edgetune.data.streaming import LazyImages, first, labels_of
+from edgetune.training import accuracy, finetune
+
+
+class Counting(Dataset):
+    """A dataset that counts how many images it decoded."""
+
+    def __init__(self, n=100):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(n, 3, 8, 8, generator=g)
+        self.targets = torch.randint(0, 3, (n,), generator=g).tolist()
+        self.decoded = 0
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        self.decoded += 1
+        return self.images[i], self.targets[i]
+
+
+def test_lazy_images_index_like_the_tensor_they_stand_for():
+    data = Counting()
+    lazy = LazyImages(data)
+    assert len(lazy) == 100 and lazy.shape == (100, 3, 8, 8)
+    assert torch.equal(lazy[5], data.images[5]) and torch.equal(lazy[10:20], data.images[10:20])
+    idx = torch.tensor([3, 3, 97, 0])
+    assert torch.equal(lazy[idx], data.images[idx])
+    view = first(lazy, 30)
+    assert isinstance(view, LazyImages) and len(view) == 30 and torch.equal(view[29], data.images[29])
+    assert torch.equal(first(data.images, 30), data.images[:30])
+    assert labels_of(Subset(data, [4, 2])).tolist() == [data.targets[4], data.targets[2]]
+
+
+def test_a_loop_on_lazy_images_decodes_only_its_batches_and_matches_the_eager_run():
+    data = Counting()
+    labels = torch.tensor(data.targets)
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+
+    eager, lazy = model(), model()
+    kwargs = dict(steps=3, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"))
+    losses = finetune(eager, (data.images, labels), **kwargs)
+    data.decoded = 0
+    assert finetune(lazy, (LazyImages(data), labels), **kwargs) == losses
+    assert data.decoded == 12, "3 steps × 4 images, never the whole dataset"
+    assert all(torch.equal(a, b) for a, b in zip(eager.state_dict().values(), lazy.state_dict().values(), strict=True))
+    data.decoded = 0
+    cpu = torch.device("cpu")
+    assert accuracy(lazy, (LazyImages(data), labels), cpu, batch_size=32) == accuracy(
+        eager, (data.images, labels), cpu, batch_size=32
+    )
+    assert data.decoded == 100
+
+
+def test_large_token_features_go_to_a_memory_mapped_file(monkeypatch, tmp_path):
+    from edgetune.customize import core
+    from edgetune.models import build_vit
+
+    monkeypatch.setenv("EDGETUNE_RUNS", str(tmp_path))
+    torch.manual_seed(0)
+    vit = build_vit("edge-tiny", 3)
+    data = Counting(10)
+    data.images = torch.rand(10, 3, 32, 32)
+    in_memory = core.features(vit, data.images, torch.device("cpu"), batch_size=4)
+    shapes = []
+    memmap = core._memmap
+    monkeypatch.setattr(core, "_memmap", lambda shape: shapes.append(shape) or memmap(shape))
+    assert core.features(vit, data.images, torch.device("cpu"), batch_size=4) is not None and shapes == []
+    monkeypatch.setattr(core, "MEMMAP_BYTES", 0)
+    data.decoded = 0
+    mapped = core.features(vit, LazyImages(data), torch.device("cpu"), batch_size=4)
+    assert shapes == [(10, 17, 48)] and data.decoded == 10 and torch.equal(mapped, in_memory)
+    maps = open("/proc/self/maps").read()
+    assert str(tmp_path / "tmp") in maps and "(deleted)" in maps, "mapped from an unlinked file"
+    assert list((tmp_path / "tmp").iterdir()) == [], "nothing left behind on disk"
