@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
 
 # DeiT's evaluation crop: resize to size / 0.875, then the central `size` pixels
@@ -118,7 +118,9 @@ def loader_accuracy(model, dataset: Dataset, device, normalize, *, batch_size: i
 def labels_of(dataset: Dataset) -> torch.Tensor:
     """Every label of `dataset` without decoding an image (torchvision's `targets` / `_samples`, through Subsets)."""
     if isinstance(dataset, Subset):
-        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+        return labels_of(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    if isinstance(dataset, ConcatDataset):
+        return torch.cat([labels_of(part) for part in dataset.datasets])
     if hasattr(dataset, "targets"):
         return torch.as_tensor(dataset.targets, dtype=torch.long)
     if hasattr(dataset, "_samples"):  # torchvision's StanfordCars

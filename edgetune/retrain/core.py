@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from edgetune.data.streaming import first
 from edgetune.profiles import pick_device
 from edgetune.retrain.config import BUDGET, LAW, ONLINE, RetrainingConfig
 from edgetune.retrain.data import Stream, load_stream, simulated_target
@@ -63,7 +64,7 @@ def law_points(cfg: RetrainingConfig, offline: Offline, stream: Stream, device, 
         partial = folder / "points.partial.csv"
         rows = pd.read_csv(partial).to_dict("records") if partial.exists() else []
         done = {int(r["trial"]) for r in rows}
-        src = moments(features(offline.kb, stream.source[0][: cfg.stat_size], device))
+        src = moments(features(offline.kb, first(stream.source[0], cfg.stat_size), device))
         start = time.perf_counter()
         for t in range(cfg.law_trials):
             if t not in done:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.v2.functional as TF
+from torch.utils.data import ConcatDataset, Subset
 
 from edgetune.data.readers import open_dataset, to_tensor_resized
 from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, domain_stream, render_scenes
+from edgetune.data.streaming import LazyImages, labels_of
 from edgetune.models import image_size
 from edgetune.paths import data_dir
 from edgetune.retrain.config import RetrainingConfig
@@ -93,7 +95,8 @@ def _scenes_stream(cfg: RetrainingConfig) -> Stream:
 
 def _folder_stream(cfg: RetrainingConfig) -> Stream:
     """ImageFolder domains: each source domain split 90/10 into train/test; each target domain into a window and a
-    held-out part. Every domain must list the same classes."""
+    held-out part. Every domain must list the same classes. Images stay on disk (`LazyImages`: decoded when a loop
+    draws them); only the labels are read up front."""
     root, transform = data_dir() / cfg.data_root, to_tensor_resized(image_size(cfg.model, cfg.num_classes))
     g = torch.Generator().manual_seed(cfg.seed)
     classes, loaded = None, {}
@@ -106,25 +109,28 @@ def _folder_stream(cfg: RetrainingConfig) -> Stream:
                 f"domain {name!r} under {root} has classes {dataset.classes[:5]}…, expected the same "
                 f"class folders as {cfg.source_domains[0]!r} ({classes[:5]}…)"
             )
-        order = torch.randperm(len(dataset), generator=g)
-        loaded[name] = (torch.stack([dataset[i][0] for i in order]), torch.tensor([dataset[i][1] for i in order]))
+        loaded[name] = Subset(dataset, torch.randperm(len(dataset), generator=g).tolist())
     if len(classes) != cfg.num_classes:
         raise ValueError(f"{root} has {len(classes)} classes; set num_classes={len(classes)}")
     src = [loaded[n] for n in cfg.source_domains]
-    cut = [max(1, len(x) // 10) for x, _ in src]
-    source = tuple(
-        torch.cat([t[c:] for t, c in zip(ts, cut, strict=True)])[: cfg.train_size] for ts in zip(*src, strict=True)
-    )
-    source_test = tuple(torch.cat([t[:c] for t, c in zip(ts, cut, strict=True)]) for ts in zip(*src, strict=True))
+    cut = [max(1, len(d) // 10) for d in src]
+    train = ConcatDataset([Subset(d, range(c, len(d))) for d, c in zip(src, cut, strict=True)])
+    train = Subset(train, range(min(cfg.train_size, len(train))))
+    test = ConcatDataset([Subset(d, range(c)) for d, c in zip(src, cut, strict=True)])
     windows = []
     for i in range(cfg.num_domains):
         name = cfg.target_domains[i % len(cfg.target_domains)]
-        x, y = loaded[name]
-        n_test = min(cfg.test_size, len(x) // 2)
-        start = (i // len(cfg.target_domains)) * cfg.window_size % max(1, len(x) - n_test)
-        window = x[n_test:][start : start + cfg.window_size]  # a rolling chunk, as the original's online split
-        windows.append(Window(f"{name}-{i // len(cfg.target_domains)}", window, (x[:n_test], y[:n_test])))
-    return Stream(source, source_test, windows)
+        domain = loaded[name]
+        n_test = min(cfg.test_size, len(domain) // 2)
+        start = n_test + (i // len(cfg.target_domains)) * cfg.window_size % max(1, len(domain) - n_test)
+        window = Subset(domain, range(start, min(start + cfg.window_size, len(domain))))  # a rolling chunk
+        held_out = Subset(domain, range(n_test))
+        windows.append(Window(f"{name}-{i // len(cfg.target_domains)}", LazyImages(window), _pair(held_out)))
+    return Stream(_pair(train), _pair(test), windows)
+
+
+def _pair(dataset) -> tuple[LazyImages, torch.Tensor]:
+    return LazyImages(dataset), labels_of(dataset)
 
 
 def simulated_target(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, str]:

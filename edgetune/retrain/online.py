@@ -26,6 +26,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from scipy import linalg
 
+from edgetune.data.streaming import first
 from edgetune.models import image_size
 from edgetune.progress import progress
 from edgetune.retrain.config import RetrainingConfig
@@ -180,7 +181,7 @@ def blocktrainer_window(
     seed: int,
     device,
 ) -> tuple[dict, list[dict], dict]:
-    stats = window_stats(offline.kb, source_moments, window.unlabelled[: cfg.stat_size], device)
+    stats = window_stats(offline.kb, source_moments, first(window.unlabelled, cfg.stat_size), device)
     predict = law.predictor(np.array([stats[s] for s in law.stat_names]))
     t0 = time.perf_counter()
     plan = greedy(predict, bud.costs, bud.flops, bud.memory, quantum=cfg.quantum, cap=cfg.cap)
@@ -297,7 +298,7 @@ class _State:
         sample = hardest_sample(own.kb, stream.source[0][: cfg.batch_size], device)
         fixed, lora = baselines(cfg, own, sample)
         bud = budget(cfg, own, fixed, lora, sample, factor)
-        src = moments(features(own.kb, stream.source[0][: cfg.stat_size], device))
+        src = moments(features(own.kb, first(stream.source[0], cfg.stat_size), device))
         return cls(own, law, src, bud, fixed.to(device), lora.to(device), offline.fm, [], [], cfg.seed)
 
     def models(self) -> dict[str, torch.nn.Module]:
