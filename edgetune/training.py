@@ -63,7 +63,9 @@ def finetune(
 
 
 @torch.no_grad()
-def accuracy(model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512) -> list[float]:
+def accuracy(
+    model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512, mixed_precision: bool = True
+) -> list[float]:
     """Top-1 accuracy of every output of `model` (a classifier: one; a multi-exit model: one per exit).
 
     `model` is a module or any callable mapping normalized images to logits (or a list of logits).
@@ -75,7 +77,7 @@ def accuracy(model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size:
     for start in range(0, len(x_all), batch_size):
         x = normalize(x_all[start : start + batch_size].to(device))
         y = y_all[start : start + batch_size].to(device)
-        with autocast(device):
+        with autocast(device, enabled=mixed_precision):
             outputs = model(x)
         outputs = outputs if isinstance(outputs, list) else [outputs]
         hits = torch.stack([(o.argmax(-1) == y).sum() for o in outputs]).cpu()

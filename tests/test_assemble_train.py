@@ -312,3 +312,16 @@ def test_a_damaged_input_or_finished_run_is_named_with_exit_2(tmp_path, capsys):
     assert main(["--phase", "PT", "--out-dir", str(pt), *common]) == 2  # its own reuse refuses it too
     assert "does not match its checksum" in capsys.readouterr().err
     assert not (tmp_path / "mt").exists()
+
+
+def test_a_dataset_that_does_not_match_the_settings_exits_2_and_claims_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    _image_folders(tmp_path)
+    out = tmp_path / "run"
+    args = ["--phase", "E2E", "--model", "edge-tiny", "--depths", "2", "2", "--data", "imagefolder", "--workers", "0"]
+    assert main([*args, "--num-classes", "5", "--out-dir", str(out)]) == 2
+    assert "train/ has 3 classes and val/ 3; expected the same 5 (num_classes)" in capsys.readouterr().err
+    assert not (out / "run.json").exists()  # nothing was claimed: the corrected run starts cleanly
+    small = ["--num-classes", "3", "--train-size", "18", "--test-size", "6", "--batch-size", "4", "--steps", "2"]
+    assert main([*args, *small, "--out-dir", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["processes"] == 1

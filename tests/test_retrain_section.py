@@ -229,3 +229,45 @@ def test_each_offline_stage_is_keyed_by_what_it_reads():
     unread = {"device", "budget_factors"}
     assert_keyed_by_reads(base, STAGES, expected, unread)
     assert "budget_domains" not in STAGES[4].fields()  # the main stream is not keyed by the sweep's length
+
+
+def test_the_folder_path_runs_every_stage_on_lazy_images(tmp_path, monkeypatch):
+    """The paper profile's data path end to end (ImageFolder domains, images decoded only as batches ask), at a few
+    steps: offline stages, scaling-law trials, the stream and the budget sweep."""
+    from edgetune.data.streaming import LazyImages
+    from edgetune.retrain import core
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    monkeypatch.setenv("EDGETUNE_RUNS", str(tmp_path / "runs"))
+    _write_domains(tmp_path / "data" / "dn", ["real", "sketch"], ["a", "b"], per_class=8)
+    cfg = retrain.config(
+        "smoke",
+        data="imagefolder",
+        data_root="dn",
+        source_domains=("real",),
+        target_domains=("sketch",),
+        num_classes=2,
+        num_domains=2,
+        test_size=2,
+        window_size=4,
+        stat_size=4,
+        batch_size=4,
+        pretrain_steps=2,
+        lora_steps=2,
+        kb_steps=2,
+        gate_steps=2,
+        law_trials=2,
+        law_iterations=2,
+        eval_every=1,
+        window_iterations=2,
+        budget_domains=1,
+        budget_factors=(0.5, 1.0),
+        device="cpu",
+    )
+    stream, offline, device = core.setup(cfg)
+    assert isinstance(stream.source[0], LazyImages) and isinstance(stream.windows[0].unlabelled, LazyImages)
+    points = core.law_points(cfg, offline, stream, device)
+    assert sorted(points.trial.unique()) == [0, 1]
+    laws, _, form = core.fit_law(cfg, points, len(offline.kb.blocks))
+    tables = core.online(cfg, offline, laws[form], stream, device)
+    assert set(tables["rows"].window) == {0, 1} and set(tables["budget"].budget_factor) == {0.5, 1.0}

@@ -284,3 +284,28 @@ def test_stage_keys_hold_own_fields_upstream_keys_and_versions_not_the_device():
         from edgetune.runs.stages import stage_key
 
         stage_key({}, versions=("nosuch",))
+
+
+def test_a_checkpoint_path_keys_a_stage_by_its_content(tmp_path, monkeypatch):
+    from dataclasses import dataclass as frozen_dataclass
+
+    from edgetune.runs.stages import Stage
+
+    @frozen_dataclass(frozen=True)
+    class WithModel:
+        model: str = "model/ckpt.safetensors"
+        seed: int = 0
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    (tmp_path / "model").mkdir()
+    ckpt = tmp_path / "model" / "ckpt.safetensors"
+    ckpt.write_bytes(b"weights one")
+    stage = Stage("probe", reads=("model", "seed"))
+    first = stage.key(WithModel())
+    assert first["model"].startswith("sha256:")
+    ckpt.write_bytes(b"weights two")  # replaced at the same path: a new key
+    assert stage.key(WithModel()) != first
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "ckpt.safetensors").write_bytes(b"weights two")  # the same bytes elsewhere: same key
+    assert stage.key(WithModel(model=str(tmp_path / "elsewhere" / "ckpt.safetensors"))) == stage.key(WithModel())
+    assert stage.key(WithModel(model="edge-tiny"))["model"] == "edge-tiny"

@@ -1,6 +1,7 @@
 """Real datasets stay on disk: `LazyImages` decodes only what a loop asks for, and the values are those of the eager
 tensors the embedded path holds; large token features go to a memory-mapped file."""
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -30,6 +31,7 @@ def test_lazy_images_index_like_the_tensor_they_stand_for():
     lazy = LazyImages(data)
     assert len(lazy) == 100 and lazy.shape == (100, 3, 8, 8)
     assert torch.equal(lazy[5], data.images[5]) and torch.equal(lazy[10:20], data.images[10:20])
+    assert torch.equal(lazy[torch.tensor(7)], data.images[7]) and torch.equal(lazy[np.int64(7)], data.images[7])
     idx = torch.tensor([3, 3, 97, 0])
     assert torch.equal(lazy[idx], data.images[idx])
     view = first(lazy, 30)
@@ -82,3 +84,12 @@ def test_large_token_features_go_to_a_memory_mapped_file(monkeypatch, tmp_path):
     maps = open("/proc/self/maps").read()
     assert str(tmp_path / "tmp") in maps and "(deleted)" in maps, "mapped from an unlinked file"
     assert list((tmp_path / "tmp").iterdir()) == [], "nothing left behind on disk"
+
+
+def test_augmentation_seeds_stay_in_torchs_range_for_any_seed():
+    from edgetune.data.streaming import StepBatches
+
+    batches = StepBatches(lambda step: [torch.tensor([0, 1])], start=0, steps=2, seed=2**32 - 1)
+    seeds = [s for batch in batches for _, s in batch]
+    assert len(set(seeds)) == 4 and all(0 <= s < 2**63 for s in seeds)
+    torch.manual_seed(max(seeds))  # accepted

@@ -11,7 +11,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgetune.assemble.train import DATA, PHASES, REQUEST, AssembleConfig, RunFolderError, run
+import torch
+from accelerate import PartialState
+
+from edgetune.assemble.train import DATA, PHASES, REQUEST, AssembleConfig, InputError, RunFolderError, run
 
 
 def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
@@ -65,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        shutil.rmtree(out)
+        state = PartialState(cpu=not torch.cuda.is_available())  # one process empties it, the others wait
+        if state.is_main_process:
+            shutil.rmtree(out)
+        state.wait_for_everyone()
     try:
         result = run(cfg)
-    except (RunFolderError, FileNotFoundError) as e:  # another run in the folder, or an input run missing: exit 2
+    except (RunFolderError, InputError, FileNotFoundError) as e:  # another run there, a bad or missing input: exit 2
         print(f"python -m edgetune.assemble: error: {e}", file=sys.stderr)
         return 2
     print(

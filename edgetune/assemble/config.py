@@ -19,6 +19,7 @@ class AssemblingConfig:
     train_size: int = 8_000  # at 100 % of the data
     test_size: int = 1_000
     batch_size: int = 64
+    grad_accum: int = 1  # micro-batches per step: a step's global batch is batch_size × grad_accum × processes
     lr: float = 2e-3
     warmup_steps: int = 10
     pt_steps: int = 150
@@ -53,6 +54,7 @@ class AssemblingConfig:
             train_size=max(self.batch_size, round(self.train_size * fraction)),
             test_size=self.test_size,
             batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
             lr=self.lr,
             warmup_steps=self.warmup_steps,
             seed=self.seed,
@@ -110,9 +112,10 @@ PROFILES: dict[str, AssemblingConfig] = {
         ft_steps=400,
         eval_every=100,
     ),
-    # ImageNet-1k and ViT-B/16 in four modules, as the paper: 2,048 images a step (batch_size per process × 8
-    # processes: `accelerate launch --num_processes 8`), 625 steps an epoch; PT 300 epochs, each MT and FT 100, a
-    # 20-epoch warm-up (the paper's FT has none; one warm-up serves every phase here), peak lr 2e-3.
+    # ImageNet-1k and ViT-B/16 in four modules, as the paper: 2,048 images a step (256 × 8 micro-batches in one
+    # process; on 8 GPUs `python -m edgetune.assemble --grad-accum 1` under `accelerate launch`), 625 steps an epoch;
+    # PT 300 epochs, each MT and FT 100, a 20-epoch warm-up (the paper's FT has none; one warm-up serves every phase
+    # here), peak lr 2e-3.
     "paper": AssemblingConfig(
         model="vit-b16",
         depths=(3, 3, 3, 3),
@@ -120,6 +123,7 @@ PROFILES: dict[str, AssemblingConfig] = {
         train_size=1_281_167,
         test_size=50_000,
         batch_size=256,
+        grad_accum=8,
         pt_steps=187_500,
         mt_steps=62_500,
         ft_steps=62_500,

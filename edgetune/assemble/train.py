@@ -56,6 +56,10 @@ class RunFolderError(ValueError):
     """A run folder that holds another run (finished or not), or a damaged one."""
 
 
+class InputError(ValueError):
+    """A dataset the run reads does not match its settings."""
+
+
 @dataclass(frozen=True)
 class AssembleConfig:
     """One phase's run. `depths` is the target's division (K stages); PT ignores it but for K."""
@@ -200,7 +204,7 @@ def _image_folders(cfg: AssembleConfig):
     train = open_dataset("imagefolder", root, split="train", transform=streaming.train_transform(size))
     val = open_dataset("imagefolder", root, split="val", transform=streaming.eval_transform(size))
     if train.classes != val.classes or len(train.classes) != cfg.num_classes:
-        raise ValueError(
+        raise InputError(
             f"{root}: train/ has {len(train.classes)} classes and val/ {len(val.classes)}"
             f"{'' if train.classes == val.classes else ' (not the same ones)'}; expected the same {cfg.num_classes}"
             " (num_classes)"
@@ -221,17 +225,19 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     The folder's `run.json` records what the run was asked for (its settings and the weights it starts from, by
     content); a finished or unfinished run in the folder with other settings is a `RunFolderError` naming them."""
     out = Path(cfg.out_dir)
-    request = _request(cfg)  # a missing input run: FileNotFoundError naming it, before anything starts
-    if (out / "result.json").is_file():
-        return _finished_run(out, request)
-    _claim(out, request)
     gpu = torch.cuda.is_available()  # without cpu=True accelerate would not join a CPU (gloo) process group
     accelerator = accelerator or Accelerator(
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if gpu else "no", cpu=not gpu
     )
+    # a missing input run: FileNotFoundError naming it, before anything starts; the process count sets the batch
+    request = {**_request(cfg), "processes": accelerator.num_processes}
+    if (out / "result.json").is_file():
+        return _finished_run(out, request)
     model, division, params = build_model(cfg)
     flops_per_image = forward_flops(model.eval(), torch.rand(1, 3, cfg.shape.img_size, cfg.shape.img_size))
-    train_data, test = data(cfg)
+    train_data, test = data(cfg)  # inputs opened before the folder is claimed
+    _claim(out, request, write=accelerator.is_main_process)  # every process checks, the main one records
+    accelerator.wait_for_everyone()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     start, history = _resume(accelerator, out)
@@ -264,8 +270,8 @@ def _differences(out: Path, stored: dict, wanted: dict, state: str) -> None:
         )
 
 
-def _claim(out: Path, request: dict) -> None:
-    """Record the request in `out` (resuming only a run asked for the same thing)."""
+def _claim(out: Path, request: dict, write: bool = True) -> None:
+    """Record the request in `out` (resuming only a run asked for the same thing); only `write`rs record it."""
     path = out / REQUEST
     if path.is_file():
         try:
@@ -275,7 +281,7 @@ def _claim(out: Path, request: dict) -> None:
         _differences(out, stored, request, "an unfinished")
     elif (out / "checkpoints").exists():
         raise RunFolderError(f"{out} holds checkpoints of a run that recorded no {REQUEST}; rerun with --force")
-    else:
+    elif write:
         write_json(path, request)
 
 
@@ -386,7 +392,7 @@ def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[di
 def evaluate_accuracy(model, test, device, workers: int = 0) -> float:
     if isinstance(test, Dataset):
         return streaming.loader_accuracy(model, test, device, normalize, batch_size=256, workers=workers)
-    return accuracy(model, test, device, batch_size=256)[0]
+    return accuracy(model, test, device, batch_size=256, mixed_precision=False)[0]
 
 
 def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -> RunResult:
@@ -395,7 +401,12 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
     images = cfg.steps * cfg.batch_size * cfg.grad_accum * accelerator.num_processes
     result = RunResult(
         stage=f"assemble-{cfg.phase}",
-        config={**asdict(cfg), "division": list(division.depths), "inputs": _request(cfg)["inputs"]},
+        config={
+            **asdict(cfg),
+            "division": list(division.depths),
+            "inputs": _request(cfg)["inputs"],
+            "processes": accelerator.num_processes,
+        },
         seed=cfg.seed,
         history=history,
         metrics={"accuracy": evaluate_accuracy(plain, test, accelerator.device, cfg.workers)},

@@ -82,7 +82,7 @@ class StepBatches(Sampler):
         for step in range(self.start, self.steps):
             for a, part in enumerate(self.indices(step)):
                 base = ((self.seed * 1_000_003 + step) * 97 + a) * 65_536
-                yield [(int(i), base + slot) for slot, i in enumerate(part.tolist())]
+                yield [(int(i), (base + slot) % 2**63) for slot, i in enumerate(part.tolist())]  # torch's seed range
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start) * len(self.indices(self.start))
@@ -158,8 +158,8 @@ class LazyImages:
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, slice):
             indices = list(range(*key.indices(len(self))))
-        elif isinstance(key, int):
-            return self[[key]][0]
+        elif isinstance(key, int) or (hasattr(key, "ndim") and key.ndim == 0):  # an int, a 0-d tensor or numpy int
+            return self[[int(key)]][0]
         else:
             indices = torch.as_tensor(key).flatten().tolist()
         from concurrent.futures import ThreadPoolExecutor

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetune.runs.cache import cached, config_hash
+from edgetune.paths import root
+from edgetune.runs.cache import cached, config_hash, content_digest
 from edgetune.runs.schema import RunResult
 
 # Where a run happens never changes its result: no key holds the device.
@@ -70,7 +71,8 @@ class Stage:
         """The stage's cache key under `cfg`; `extra` adds values the stage reads that are not config fields (a fitted
         law, say)."""
         upstream = {stage.name: stage.folder_name(cfg) for stage in self.after}
-        return stage_key({**{name: getattr(cfg, name) for name in self.reads}, **extra}, upstream, self.versions)
+        own = {name: _by_content(name, getattr(cfg, name)) for name in self.reads}
+        return stage_key({**own, **extra}, upstream, self.versions)
 
     def folder_name(self, cfg: Any) -> str:
         return f"{self.name}-{config_hash(self.key(cfg))}"
@@ -97,6 +99,15 @@ class Stage:
             return result
 
         return cached(self.name, key, stamped, force=force)
+
+
+def _by_content(name: str, value: Any) -> Any:
+    """A `model` that is a checkpoint path, as the SHA-256 of what it holds: a checkpoint replaced at the same path is
+    a new key, the same checkpoint at another path the same key."""
+    if name != "model" or not isinstance(value, str) or "/" not in value:
+        return value
+    path = Path(value) if Path(value).is_absolute() else root() / value
+    return f"sha256:{content_digest(path)}" if path.exists() else value
 
 
 def _captured(function: Callable) -> list[Any]:
