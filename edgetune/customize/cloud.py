@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from edgetune.customize.config import DYNAVIT, DYNAVITW, FINETUNE, CustomizeConfig
@@ -24,8 +23,7 @@ from edgetune.training import finetune
 
 def new_vit(cfg) -> VisionTransformer:
     """The pretrained ViT of `cfg.model` with a `cfg.num_classes` head (initialized under `cfg.seed`)."""
-    torch.manual_seed(cfg.seed)
-    return open_vit(cfg.model, cfg.num_classes)
+    return open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
 
 
 def cloud_supernet(

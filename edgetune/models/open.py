@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from edgetune.models.load import load_vit
@@ -24,9 +25,12 @@ def check_model(model: str) -> str:
     )
 
 
-def open_vit(model: str, num_classes: int) -> VisionTransformer:
+def open_vit(model: str, num_classes: int, seed: int | None = None) -> VisionTransformer:
     """A fresh timm ViT for a VIT_FAMILY name; otherwise `load_vit` of the checkpoint at `model` (relative paths
-    are taken from the project root, not the cwd), with a `num_classes` head, in train mode."""
+    are taken from the project root, not the cwd), with a `num_classes` head, in train mode. With `seed`, the global
+    torch RNG is seeded first (what a fresh model's or a new head's initialization draws from)."""
+    if seed is not None:
+        torch.manual_seed(seed)
     if model in VIT_FAMILY:
         return build_vit(model, num_classes)
     path = Path(model)

@@ -47,8 +47,7 @@ def prepare(cfg: RetrainingConfig, stream: Stream, device: torch.device, force: 
 
 
 def _new_fm(cfg: RetrainingConfig) -> VisionTransformer:
-    torch.manual_seed(cfg.seed)
-    return open_vit(cfg.model, cfg.num_classes)
+    return open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
 
 
 def pretrained(cfg: RetrainingConfig, stream: Stream, device, force: bool = False):
