@@ -21,11 +21,6 @@ from edgetune.runs.stages import Stage
 from edgetune.training import finetune
 
 
-def new_vit(cfg) -> VisionTransformer:
-    """The pretrained ViT of `cfg.model` with a `cfg.num_classes` head (initialized under `cfg.seed`)."""
-    return open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
-
-
 def cloud_supernet(
     cfg: CustomizeConfig, source: Source, force: bool = False
 ) -> tuple[VisionTransformer, dict[str, RunResult]]:
@@ -43,7 +38,7 @@ def finetuned(cfg: CustomizeConfig, source: Source, device, force: bool = False)
     """The pretrained ViT fine-tuned on the cloud's training data."""
 
     def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (FINETUNE.reads)
-        vit = new_vit(cfg)
+        vit = open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
         with Meter(device) as meter:
             losses = finetune(
                 vit,
@@ -59,7 +54,7 @@ def finetuned(cfg: CustomizeConfig, source: Source, device, force: bool = False)
         return RunResult.measured("acme-finetune", {}, cfg.seed, vit, device, meter, history=history)
 
     result, folder = FINETUNE.run(cfg, compute, force=force)
-    return load_weights(new_vit(cfg), folder / "model.safetensors"), result
+    return load_weights(open_vit(cfg.model, cfg.num_classes, seed=cfg.seed), folder / "model.safetensors"), result
 
 
 def elastic(cfg: CustomizeConfig, stage: Stage, start: VisionTransformer, source: Source, device, force: bool = False):
@@ -99,4 +94,4 @@ def elastic(cfg: CustomizeConfig, stage: Stage, start: VisionTransformer, source
         return result
 
     result, folder = stage.run(cfg, compute, force=force)
-    return load_weights(new_vit(cfg), folder / "model.safetensors"), result
+    return load_weights(open_vit(cfg.model, cfg.num_classes, seed=cfg.seed), folder / "model.safetensors"), result

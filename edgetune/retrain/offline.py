@@ -46,16 +46,12 @@ def prepare(cfg: RetrainingConfig, stream: Stream, device: torch.device, force: 
     return Offline(fm, kb, index, {"pretrain": pre, "lora": lora, "knowledge_base": kb_result})
 
 
-def _new_fm(cfg: RetrainingConfig) -> VisionTransformer:
-    return open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
-
-
 def pretrained(cfg: RetrainingConfig, stream: Stream, device, force: bool = False):
     """The "cloud" model: trained on clear scenes (its own render seed); in the paper profile the checkpoint under
     model/ is the cloud model and `pretrain_steps` (0 there) would continue it on the source data."""
 
     def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields
-        model = _new_fm(cfg)
+        model = open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
         data = stream.source
         if cfg.data == "scenes":
             spec = SceneSpec(cfg.num_classes, image_size(cfg.model))
@@ -76,7 +72,8 @@ def pretrained(cfg: RetrainingConfig, stream: Stream, device, force: bool = Fals
         return result
 
     result, folder = PRETRAIN.run(cfg, compute, force=force)
-    return load_weights(_new_fm(cfg), folder / "model.safetensors").to(device), result
+    fm = open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
+    return load_weights(fm, folder / "model.safetensors").to(device), result
 
 
 def lora_config(fm: VisionTransformer, divisor: int) -> LoraConfig:
@@ -112,7 +109,8 @@ def lora_finetuned(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
         return result
 
     result, folder = LORA.run(cfg, compute, force=force)
-    return load_weights(_new_fm(cfg), folder / "model.safetensors").to(device), result
+    fm = open_vit(cfg.model, cfg.num_classes, seed=cfg.seed)
+    return load_weights(fm, folder / "model.safetensors").to(device), result
 
 
 def knowledge_base(cfg: RetrainingConfig, fm, stream: Stream, device, force: bool = False):
