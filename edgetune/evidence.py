@@ -1,0 +1,129 @@
+"""Estimates with uncertainty, and verdicts decided by the interval rather than by a point estimate.
+
+Every estimate is a statistic of per-item scores (test items, each averaged over the seeds that scored it), with a
+95 % bootstrap confidence interval from `scipy.stats.bootstrap` under a fixed random state. Scores that span several
+tasks are passed as one sample per task: scipy resamples each sample on its own, so the bootstrap is stratified by
+task, and the statistic is the mean of the per-task statistics (every task weighs the same, as the papers' averages).
+
+A verdict compares the interval with the claim's threshold, set before the measurement:
+
+* **holds**: the whole interval lies on the claimed side of the threshold;
+* **refuted**: the whole interval lies on the other side;
+* **inconclusive**: the interval straddles it; the half-width says how large an effect the measurement could have
+  resolved (`Estimate.resolution`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+RESAMPLES = 4_000
+SEED = 0
+VERDICTS = ("holds", "refuted", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+    items: int  # test items, over every task
+    seeds: int
+    confidence: float = CONFIDENCE
+
+    @property
+    def resolution(self) -> float:
+        """Half the interval's width: an effect smaller than this cannot be told from noise at this sample size."""
+        return (self.high - self.low) / 2
+
+
+def _per_item(scores) -> np.ndarray:
+    """(seeds, items) or (items,) → per-item means over seeds."""
+    array = np.asarray(scores, dtype=float)
+    if array.ndim not in (1, 2) or array.shape[-1] < 2:
+        raise ValueError(f"scores must be (items,) or (seeds, items) with at least 2 items, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("scores must be finite")
+    return array.mean(axis=0) if array.ndim == 2 else array
+
+
+def _seeds(scores) -> int:
+    array = np.asarray(scores)
+    return array.shape[0] if array.ndim == 2 else 1
+
+
+def _estimate(samples: list[np.ndarray], statistic, seeds: int, confidence: float, seed: int) -> Estimate:
+    def stratified(*parts, axis=-1):
+        return np.mean([statistic(p, axis=axis) for p in parts], axis=0)
+
+    value = float(stratified(*samples))
+    if all(np.ptp(s) == 0 for s in samples):  # no spread: the interval is the point
+        return Estimate(value, value, value, sum(len(s) for s in samples), seeds, confidence)
+    result = stats.bootstrap(
+        tuple(samples),
+        stratified,
+        confidence_level=confidence,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return Estimate(value, float(low), float(high), sum(len(s) for s in samples), seeds, confidence)
+
+
+def mean(tasks: Sequence, *, confidence: float = CONFIDENCE, seed: int = SEED) -> Estimate:
+    """The mean score over items (per task, then over tasks) with its interval. `tasks`: one score array per task,
+    each (items,) or (seeds, items)."""
+    samples = [_per_item(t) for t in tasks]
+    return _estimate(samples, np.mean, min(_seeds(t) for t in tasks), confidence, seed)
+
+
+def paired_difference(a: Sequence, b: Sequence, **kw) -> Estimate:
+    """Mean of A − B over the same items (per task, then over tasks): a method comparison with its interval."""
+    return mean([np.asarray(x, dtype=float) - np.asarray(y, dtype=float) for x, y in _paired(a, b)], **kw)
+
+
+def probability_of_improvement(a: Sequence, b: Sequence, *, confidence: float = CONFIDENCE, seed: int = SEED):
+    """P(A > B) on a random item (ties count one half), per task then averaged, with its interval."""
+    wins = []
+    for x, y in _paired(a, b):
+        x, y = _per_item(x), _per_item(y)
+        wins.append((x > y) + 0.5 * (x == y))
+    return _estimate(wins, np.mean, min(_seeds(t) for t in a), confidence, seed)
+
+
+def _paired(a: Sequence, b: Sequence):
+    if len(a) != len(b):
+        raise ValueError(f"A has {len(a)} tasks and B {len(b)}; a paired comparison needs the same tasks")
+    for x, y in zip(a, b, strict=True):
+        if np.shape(x) != np.shape(y):
+            raise ValueError(f"paired scores must have the same shape, got {np.shape(x)} and {np.shape(y)}")
+        yield x, y
+
+
+def verdict(estimate: Estimate, threshold: float, *, higher_is_claimed: bool = True) -> str:
+    """holds / refuted / inconclusive for the claim "the quantity is above `threshold`" (or below it, with
+    `higher_is_claimed=False`), decided by the whole interval."""
+    low, high = (estimate.low, estimate.high) if higher_is_claimed else (-estimate.high, -estimate.low)
+    t = threshold if higher_is_claimed else -threshold
+    if low > t:
+        return "holds"
+    if high < t:
+        return "refuted"
+    return "inconclusive"
+
+
+def within(estimate: Estimate, target: float, tolerance: float) -> str:
+    """holds / refuted / inconclusive for the claim "the quantity is `target` ± `tolerance`" (a reproduction of a
+    reported number): holds when the interval lies inside the band, refuted when it lies wholly outside."""
+    if target - tolerance <= estimate.low and estimate.high <= target + tolerance:
+        return "holds"
+    if estimate.high < target - tolerance or estimate.low > target + tolerance:
+        return "refuted"
+    return "inconclusive"
