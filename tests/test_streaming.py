@@ -93,3 +93,21 @@ def test_augmentation_seeds_stay_in_torchs_range_for_any_seed():
     seeds = [s for batch in batches for _, s in batch]
     assert len(set(seeds)) == 4 and all(0 <= s < 2**63 for s in seeds)
     torch.manual_seed(max(seeds))  # accepted
+
+
+def test_a_shifted_real_domain_stays_lazy_and_each_image_is_the_same_in_any_batch():
+    from edgetune.data.scenes import SceneSpec, domain_stream
+    from edgetune.data.sources import Source
+
+    data = Counting(40)
+    data.images = torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor(data.targets)
+    source = Source("cifar100", SceneSpec(2, 16), (LazyImages(data), labels), (LazyImages(data), labels))
+    domain = domain_stream(1, seed=0)[0]
+    data.decoded = 0
+    x, y = source.domain(domain, 10, seed=3)
+    assert isinstance(x, LazyImages) and len(x) == 10 and data.decoded == 0  # nothing decoded yet
+    batch = x[torch.arange(10)]
+    assert torch.equal(x[4], batch[4]) and torch.equal(x[2:5], batch[2:5])
+    assert not torch.equal(batch, data.images[:10]) and float(batch.min()) >= 0 and float(batch.max()) <= 1
+    assert len(y) == 10 and source.domain(domain, 10, seed=3)[1].tolist() == y.tolist()

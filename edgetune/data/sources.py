@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, render_scenes
 from edgetune.data.streaming import LazyImages, labels_of
@@ -35,7 +35,24 @@ class Source:
             return render_scenes(self.spec, domain, n, seed=seed)
         x, y = self.test
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        if isinstance(x, LazyImages):  # decoded and shifted image by image, when a loop asks for them
+            return LazyImages(Shifted(x.dataset, idx.tolist(), domain, seed)), y[idx]
         return apply_domain(x[idx], domain, seed=seed), y[idx]
+
+
+class Shifted(Dataset):
+    """The images of `dataset` at `indices` under `domain`'s lighting and weather, each image under its own seed (so
+    an image looks the same whichever batch decodes it)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], domain: Domain, seed: int):
+        self.dataset, self.indices, self.domain, self.seed = dataset, indices, domain, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        image, label = self.dataset[self.indices[k]]
+        return apply_domain(image[None], self.domain, seed=self.seed * 1_000_003 + k)[0], label
 
 
 def load_source(
