@@ -71,6 +71,7 @@ def _estimate(samples: list[np.ndarray], statistic, seeds: int, confidence: floa
         n_resamples=RESAMPLES,
         method="percentile",
         vectorized=True,
+        batch=500,  # resamples at a time: bounded memory on large test sets
         rng=np.random.default_rng(seed),
     )
     low, high = result.confidence_interval

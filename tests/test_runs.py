@@ -309,3 +309,5 @@ def test_a_checkpoint_path_keys_a_stage_by_its_content(tmp_path, monkeypatch):
     (tmp_path / "elsewhere" / "ckpt.safetensors").write_bytes(b"weights two")  # the same bytes elsewhere: same key
     assert stage.key(WithModel(model=str(tmp_path / "elsewhere" / "ckpt.safetensors"))) == stage.key(WithModel())
     assert stage.key(WithModel(model="edge-tiny"))["model"] == "edge-tiny"
+    (tmp_path / "top.safetensors").write_bytes(b"weights three")  # a weights file at the root, no '/' in its name
+    assert stage.key(WithModel(model="top.safetensors"))["model"].startswith("sha256:")

@@ -60,16 +60,18 @@ RUN_FILES = {"result.json", "model.safetensors", "checkpoints", REQUEST}  # what
 def main(argv: list[str] | None = None) -> int:
     cfg, force = parse(argv)
     out = Path(cfg.out_dir)
-    if force and out.exists():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
+    if force:  # every process checks the folder, then one empties it while the others wait
+        state = PartialState(cpu=not torch.cuda.is_available())
+        state.wait_for_everyone()
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES) if out.exists() else []
+        state.wait_for_everyone()
         if foreign:
             print(
                 f"python -m edgetune.assemble: error: --force empties only a run's folder; {out} also holds {foreign}",
                 file=sys.stderr,
             )
             return 2
-        state = PartialState(cpu=not torch.cuda.is_available())  # one process empties it, the others wait
-        if state.is_main_process:
+        if state.is_main_process and out.exists():
             shutil.rmtree(out)
         state.wait_for_everyone()
     try:

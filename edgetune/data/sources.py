@@ -36,7 +36,7 @@ class Source:
         x, y = self.test
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
         if isinstance(x, LazyImages):  # decoded and shifted image by image, when a loop asks for them
-            return LazyImages(Shifted(x.dataset, idx.tolist(), domain, seed)), y[idx]
+            return LazyImages(Shifted(x.dataset, idx.tolist(), domain, seed), x.device, x.threads), y[idx]
         return apply_domain(x[idx], domain, seed=seed), y[idx]
 
 

@@ -10,8 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from edgetune.models.load import load_vit
 from edgetune.models.vit import VIT_FAMILY, build_vit
 from edgetune.paths import root
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+from edgetune.runs.stages import CHECKPOINT_SUFFIXES
 
 
 def check_model(model: str) -> str:

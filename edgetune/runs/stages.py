@@ -23,6 +23,8 @@ from edgetune.paths import root
 from edgetune.runs.cache import cached, config_hash, content_digest
 from edgetune.runs.schema import RunResult
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # a `model` value naming a weights file
+
 # Where a run happens never changes its result: no key holds the device.
 UNKEYED = ("device",)
 
@@ -104,8 +106,8 @@ class Stage:
 def _by_content(name: str, value: Any) -> Any:
     """A `model` that is a checkpoint path, as the SHA-256 of what it holds: a checkpoint replaced at the same path is
     a new key, the same checkpoint at another path the same key."""
-    if name != "model" or not isinstance(value, str) or "/" not in value:
-        return value
+    if name != "model" or not isinstance(value, str) or not ("/" in value or value.endswith(CHECKPOINT_SUFFIXES)):
+        return value  # a family name (the rule of `models.check_model`)
     path = Path(value) if Path(value).is_absolute() else root() / value
     return f"sha256:{content_digest(path)}" if path.exists() else value
 
