@@ -229,7 +229,7 @@ def resolve_overrides(sections: list[str], profile: str, assignments: list[str])
     for name in sections:
         try:
             find(name).config(profile, **overrides[name])
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OSError) as e:  # OSError: a model path that names no checkpoint
             raise UsageError(f"{name}: {e}") from e
     return overrides
 

@@ -325,3 +325,26 @@ def test_a_dataset_that_does_not_match_the_settings_exits_2_and_claims_nothing(t
     small = ["--num-classes", "3", "--train-size", "18", "--test-size", "6", "--batch-size", "4", "--steps", "2"]
     assert main([*args, *small, "--out-dir", str(out)]) == 0
     assert json.loads((out / "run.json").read_text())["processes"] == 1
+
+
+def test_a_checkpoint_gives_the_architecture_trained_from_scratch(tmp_path, monkeypatch, capsys):
+    """`model` may name a checkpoint: assembling takes its architecture (Q/K/V bias, eps, widths) and trains it from
+    random initialization, as the method does; a path that names nothing is refused up front."""
+    from edgetune.assemble.config import config as assembling_config
+    from edgetune.models import build_vit
+    from edgetune.models.load import save_timm_checkpoint
+    from edgetune.models.vit import VIT_FAMILY, ViTShape
+
+    monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
+    shape = ViTShape(**{**VIT_FAMILY["edge-tiny"].__dict__, "qkv_bias": False, "norm_eps": 1e-12})
+    weights, _ = save_timm_checkpoint(build_vit(shape, 4), tmp_path / "model" / "tiny.safetensors")
+    cfg = AssembleConfig("E2E", str(tmp_path / "run"), **{**TINY, "model": "model/tiny.safetensors", "steps": 2})
+    assert cfg.shape == shape
+    result = run(cfg)
+    assert all(k != "blocks.0.attn.qkv.bias" for k in _weights(tmp_path / "run")) and result.metrics["accuracy"] >= 0
+    assert assembling_config("smoke", model="model/tiny.safetensors").model == "model/tiny.safetensors"
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        AssembleConfig("E2E", "x", **{**TINY, "model": "model/none.safetensors"})
+    with pytest.raises(SystemExit):
+        parse(["--phase", "E2E", "--out-dir", "x", "--model", "model/none.safetensors", "--depths", "2", "2"])
+    assert "no checkpoint at" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def test_prune_width_validates():
         ViTShape(img_size=30)
 
 
-@pytest.mark.parametrize("section", ["motivation", "customization", "retraining"])
+@pytest.mark.parametrize("section", ["motivation", "customization", "retraining", "assembling"])
 def test_every_model_field_takes_a_family_name_or_a_checkpoint_path(section, tmp_path):
     """A section's `model` opens a checkpoint the same way it builds a family model; a name that is neither is
     refused naming what is accepted."""

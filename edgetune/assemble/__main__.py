@@ -50,7 +50,7 @@ def parse(argv: list[str] | None = None) -> tuple[AssembleConfig, bool]:
     args["depths"], args["incubation"] = tuple(args["depths"]), tuple(args["incubation"])
     try:
         return AssembleConfig(**args), force
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: a --model path that names no checkpoint
         p.error(str(e))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from edgetune.models.vit import VIT_FAMILY
+from edgetune.models.open import architecture
 from edgetune.profiles import resolve
 
 
@@ -33,13 +33,9 @@ class AssemblingConfig:
     workers: int = 8  # DataLoader worker processes per training process (imagefolder)
 
     def __post_init__(self):
-        if self.model not in VIT_FAMILY:
-            raise ValueError(f"model={self.model!r}; expected one of {list(VIT_FAMILY)}")
-        if sum(self.depths) != VIT_FAMILY[self.model].depth:
-            raise ValueError(
-                f"depths {self.depths} sum to {sum(self.depths)}, but {self.model} has "
-                f"{VIT_FAMILY[self.model].depth} blocks"
-            )
+        depth = architecture(self.model).depth  # a family name or a checkpoint's architecture, trained from scratch
+        if sum(self.depths) != depth:
+            raise ValueError(f"depths {self.depths} sum to {sum(self.depths)}, but {self.model} has {depth} blocks")
         if not self.fractions or self.fractions[0] != 1.0 or any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions {self.fractions} must start with 1.0 and lie in (0, 1]")
         self.phases()  # every phase's own checks (positive steps and sizes, stage depths), before any work

@@ -41,7 +41,8 @@ from edgetune.assemble.model import (
 from edgetune.data import streaming
 from edgetune.data.readers import open_dataset
 from edgetune.data.scenes import CLEAR, SceneSpec, render_scenes
-from edgetune.models import VIT_FAMILY, forward_flops
+from edgetune.models import forward_flops
+from edgetune.models.open import architecture
 from edgetune.models.vit import ViTShape
 from edgetune.paths import data_dir
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
@@ -95,8 +96,6 @@ class AssembleConfig:
             raise ValueError(f"data={self.data!r}; expected one of {DATA}")
         if not 0 <= self.workers <= 256:
             raise ValueError(f"workers={self.workers}; expected 0 (load in this process) to 256")
-        if self.model not in VIT_FAMILY:
-            raise ValueError(f"model={self.model!r}; expected one of {list(VIT_FAMILY)}")
         if self.phase == "MT" and (self.meta is None or not 0 <= self.idx < len(self.depths)):
             raise ValueError(f"MT needs --meta (a PT output dir) and 0 <= --idx < {len(self.depths)}, got {self.idx}")
         if self.phase == "FT" and len(self.incubation) != len(self.depths):
@@ -119,7 +118,7 @@ class AssembleConfig:
             )
         if self.clip_grad is not None and not (math.isfinite(self.clip_grad) and self.clip_grad > 0):
             raise ValueError(f"clip_grad={self.clip_grad}; expected a finite positive number or None")
-        blocks = VIT_FAMILY[self.model].depth
+        blocks = self.shape.depth
         if not self.depths or min(self.depths) < 1 or sum(self.depths) != blocks:
             raise ValueError(
                 f"depths={self.depths}; expected positive stage depths summing to {self.model}'s {blocks} blocks"
@@ -127,7 +126,7 @@ class AssembleConfig:
 
     @property
     def shape(self) -> ViTShape:
-        return VIT_FAMILY[self.model]
+        return architecture(self.model)  # a checkpoint's architecture only: assembling trains from scratch
 
 
 def build_model(cfg: AssembleConfig):

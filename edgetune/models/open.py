@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from edgetune.models.load import load_vit
-from edgetune.models.vit import VIT_FAMILY, build_vit
+from edgetune.models.vit import VIT_FAMILY, ViTShape, build_vit, vit_shape
 from edgetune.paths import root
 from edgetune.runs.stages import CHECKPOINT_SUFFIXES
 
@@ -22,6 +23,23 @@ def check_model(model: str) -> str:
         f"model={model!r}; expected a VIT_FAMILY name ({', '.join(VIT_FAMILY)}) or a checkpoint path "
         f"(a folder or a {'/'.join(CHECKPOINT_SUFFIXES)} file, e.g. model/vit-base-patch16-224)"
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_shape(path: str, mtime_ns: int) -> ViTShape:
+    return vit_shape(open_vit(path, 2))
+
+
+def architecture(model: str) -> ViTShape:
+    """The shape of `model` without keeping it: a family entry, or a checkpoint's architecture (read once per file
+    version). A section that trains from scratch takes the architecture alone."""
+    check_model(model)
+    if model in VIT_FAMILY:
+        return VIT_FAMILY[model]
+    path = Path(model) if Path(model).is_absolute() else root() / model
+    if not path.exists():
+        raise FileNotFoundError(f"model={model!r}: no checkpoint at {path}")
+    return _checkpoint_shape(str(path), path.stat().st_mtime_ns)
 
 
 def open_vit(model: str, num_classes: int, seed: int | None = None) -> VisionTransformer:

@@ -37,12 +37,13 @@ VERSIONS: dict[str, tuple[str, str]] = {
 
 
 def stage_key(config: Mapping[str, Any], upstream: Mapping[str, str] = {}, versions: tuple[str, ...] = ()) -> dict:
-    """The one rule: a stage's key is its own sub-config, the cache keys (folder names) of the stages whose results it
-    reads, by stage, and the named versions (`VERSIONS`) of the data or code it depends on."""
+    """The one rule: a stage's key is its own sub-config (a checkpoint path as the SHA-256 of its content), the cache
+    keys (folder names) of the stages whose results it reads, by stage, and the named versions (`VERSIONS`) of the
+    data or code it depends on."""
     unknown = [name for name in versions if name not in VERSIONS]
     if unknown:
         raise ValueError(f"unknown version name(s) {unknown}; expected some of {sorted(VERSIONS)}")
-    key = {name: value for name, value in config.items() if name not in UNKEYED}
+    key = {name: _by_content(name, value) for name, value in config.items() if name not in UNKEYED}
     if upstream:
         key["upstream"] = dict(sorted(upstream.items()))
     for name in versions:
@@ -73,7 +74,7 @@ class Stage:
         """The stage's cache key under `cfg`; `extra` adds values the stage reads that are not config fields (a fitted
         law, say)."""
         upstream = {stage.name: stage.folder_name(cfg) for stage in self.after}
-        own = {name: _by_content(name, getattr(cfg, name)) for name in self.reads}
+        own = {name: getattr(cfg, name) for name in self.reads}
         return stage_key({**own, **extra}, upstream, self.versions)
 
     def folder_name(self, cfg: Any) -> str:
