@@ -55,9 +55,9 @@ def test_phase_chain_pt_mt_ft_e2e(tmp_path):
     assert again.metrics == e2e.metrics and again.history == e2e.history
 
 
-def _reference_and_crashed(tmp_path, monkeypatch):
+def _reference_and_crashed(tmp_path, monkeypatch, settings=TINY):
     """A finished 6-step run in a/, and the same run in b/ crashed after its step-4 checkpoint."""
-    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **TINY))
+    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **settings))
     schedule = train._schedule
 
     def crash_at_step_5(step, warmup, steps):
@@ -67,7 +67,7 @@ def _reference_and_crashed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "_schedule", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **TINY))
+        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **settings))
     monkeypatch.setattr(train, "_schedule", schedule)
 
 
@@ -278,18 +278,7 @@ def test_imagenet_layout_is_streamed_and_workers_do_not_change_the_result(tmp_pa
 def test_a_streamed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGETUNE_ROOT", str(tmp_path))
     _image_folders(tmp_path)
-    run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **FOLDERS))
-    schedule = train._schedule
-
-    def crash_at_step_5(step, warmup, steps):
-        if step == 5:
-            raise KeyboardInterrupt("simulated crash after the step-4 checkpoint")
-        return schedule(step, warmup, steps)
-
-    monkeypatch.setattr(train, "_schedule", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **FOLDERS))
-    monkeypatch.setattr(train, "_schedule", schedule)
+    _reference_and_crashed(tmp_path, monkeypatch, FOLDERS)
     resumed = run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **FOLDERS))
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")

@@ -163,18 +163,7 @@ def online(
     def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields (ONLINE.reads)
         start = time.perf_counter()
         tables = run_stream(cfg, offline, law, stream, stream.windows, folder / "stream", device)
-        for name, table in tables.items():
-            write_text(folder / f"{name}.csv", table.to_csv(index=False))
-        return RunResult(
-            stage="retraining-online",
-            config={},  # the stage's key, stamped by Stage.run
-            seed=cfg.seed,
-            metrics=_averages(tables["rows"]),
-            wall_time_s=time.perf_counter() - start,
-            device=describe_device(device),
-            versions=package_versions(),
-            artifacts={"rows": "rows.csv", "curves": "curves.csv"},
-        )
+        return _stream_result(ONLINE.name, cfg.seed, tables, ("rows", "curves"), folder, start, device)
 
     _, folder = ONLINE.run(cfg, compute, force=force, law=law.to_dict())
     tables = {name: pd.read_csv(folder / f"{name}.csv") for name in ("rows", "curves")}
@@ -222,20 +211,26 @@ def _budget_rows(cfg, offline: Offline, law: ScalingLaw, stream: Stream, factor:
             methods=("blocktrainer", "fixed"),
             desc=f"budget ×{factor:g}",
         )
-        write_text(folder / "rows.csv", tables["rows"].to_csv(index=False))
-        return RunResult(
-            stage="retraining-budget",
-            config={},  # the stage's key, stamped by Stage.run
-            seed=cfg.seed,
-            metrics=_averages(tables["rows"]),
-            wall_time_s=time.perf_counter() - start,
-            device=describe_device(device),
-            versions=package_versions(),
-            artifacts={"rows": "rows.csv"},
-        )
+        return _stream_result(BUDGET.name, cfg.seed, tables, ("rows",), folder, start, device)
 
     _, folder = BUDGET.run(cfg, compute, force=force, law=law.to_dict(), factor=factor)
     return pd.read_csv(folder / "rows.csv")
+
+
+def _stream_result(stage: str, seed: int, tables, names, folder: Path, start: float, device) -> RunResult:
+    """A stream stage's result: its `names` tables written as CSV artifacts beside the per-method averages."""
+    for name in names:
+        write_text(folder / f"{name}.csv", tables[name].to_csv(index=False))
+    return RunResult(
+        stage=stage,
+        config={},  # the stage's key, stamped by Stage.run
+        seed=seed,
+        metrics=_averages(tables["rows"]),
+        wall_time_s=time.perf_counter() - start,
+        device=describe_device(device),
+        versions=package_versions(),
+        artifacts={name: f"{name}.csv" for name in names},
+    )
 
 
 def _averages(rows: pd.DataFrame) -> dict[str, float]:
