@@ -58,17 +58,17 @@ def test_phase_chain_pt_mt_ft_e2e(tmp_path):
 def _reference_and_crashed(tmp_path, monkeypatch, settings=TINY):
     """A finished 6-step run in a/, and the same run in b/ crashed after its step-4 checkpoint."""
     run(AssembleConfig("E2E", str(tmp_path / "a"), steps=6, **settings))
-    schedule = train._schedule
+    schedule = train.warmup_cosine
 
-    def crash_at_step_5(step, warmup, steps):
+    def crash_at_step_5(step, warmup, steps, **kw):
         if step == 5:
             raise KeyboardInterrupt("simulated crash after the step-4 checkpoint")
-        return schedule(step, warmup, steps)
+        return schedule(step, warmup, steps, **kw)
 
-    monkeypatch.setattr(train, "_schedule", crash_at_step_5)
+    monkeypatch.setattr(train, "warmup_cosine", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         run(AssembleConfig("E2E", str(tmp_path / "b"), steps=6, **settings))
-    monkeypatch.setattr(train, "_schedule", schedule)
+    monkeypatch.setattr(train, "warmup_cosine", schedule)
 
 
 def test_resume_after_a_crash_reaches_the_same_weights(tmp_path, monkeypatch):

@@ -103,8 +103,11 @@ def test_cached_stage_keys_follow_the_scene_generator_version(monkeypatch):
 
     stage = Stage("probe", reads=("seed", "train_steps"))
     key = stage.key(config("smoke"))
-    assert key == {"seed": 0, "train_steps": 150, "scenes_version": scenes.SCENES_VERSION}
+    assert key == {"seed": 0, "train_steps": 150, "scenes_version": scenes.SCENES_VERSION, "numerics": 2}
     monkeypatch.setattr(scenes, "SCENES_VERSION", scenes.SCENES_VERSION + 1)
+    assert config_hash(stage.key(config("smoke"))) != config_hash(key)
+    monkeypatch.undo()
+    monkeypatch.setattr("edgetune.runs.stages.NUMERICS", 3)  # a change to the shared seeds or schedules
     assert config_hash(stage.key(config("smoke"))) != config_hash(key)
 
 

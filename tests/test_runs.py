@@ -247,7 +247,7 @@ def test_a_stage_computes_from_its_own_frozen_fields_only(tmp_path, monkeypatch)
 
     result, folder = first.run(_Cfg(), compute)
     assert seen["fields"] == ["device", "every", "seed", "steps"]
-    assert result.config == {"seed": 0, "steps": 3, "scenes_version": result.config["scenes_version"]}
+    assert result.config == {"seed": 0, "steps": 3, "scenes_version": result.config["scenes_version"], "numerics": 2}
     assert folder.name == first.folder_name(_Cfg()) and folder.parent == tmp_path / "cache"
 
 
@@ -275,6 +275,7 @@ def test_stage_keys_hold_own_fields_upstream_keys_and_versions_not_the_device():
         "lr": 0.1,
         "upstream": {"probe-first": first.folder_name(base)},
         "scenes_version": SCENES_VERSION,
+        "numerics": 2,
     }
     changes = {"seed": 1, "steps": 4, "lr": 0.2, "every": 11, "device": "cuda"}
     keys_first = {n for n, v in changes.items() if first.key(dataclasses.replace(base, **{n: v})) != first.key(base)}

@@ -47,7 +47,7 @@ from edgetune.models.vit import ViTShape
 from edgetune.paths import data_dir
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
 from edgetune.runs.cache import checkpoint_problem, checksum_problem, content_digest, write_checksums
-from edgetune.training import accuracy, normalize
+from edgetune.training import accuracy, derive_seed, normalize, warmup_cosine
 
 PHASES = ("PT", "MT", "FT", "E2E")
 DATA = ("scenes", "imagefolder")
@@ -193,8 +193,8 @@ def data(cfg: AssembleConfig):
         return _image_folders(cfg)
     spec = SceneSpec(cfg.num_classes, cfg.shape.img_size)
     return (
-        render_scenes(spec, CLEAR, cfg.train_size, seed=1_000 * cfg.seed + 1),
-        render_scenes(spec, CLEAR, cfg.test_size, seed=1_000 * cfg.seed + 2),
+        render_scenes(spec, CLEAR, cfg.train_size, seed=derive_seed(cfg.seed, "scenes", "train")),
+        render_scenes(spec, CLEAR, cfg.test_size, seed=derive_seed(cfg.seed, "scenes", "test")),
     )
 
 
@@ -208,14 +208,15 @@ def _image_folders(cfg: AssembleConfig):
             f"{'' if train.classes == val.classes else ' (not the same ones)'}; expected the same {cfg.num_classes}"
             " (num_classes)"
         )
-    return streaming.seeded_subset(train, cfg.train_size, cfg.seed), streaming.seeded_subset(
-        val, cfg.test_size, cfg.seed + 1
+    return (
+        streaming.seeded_subset(train, cfg.train_size, derive_seed(cfg.seed, "train subset")),
+        streaming.seeded_subset(val, cfg.test_size, derive_seed(cfg.seed, "val subset")),
     )
 
 
 def global_batch(cfg: AssembleConfig, step: int, size: int, n: int) -> torch.Tensor:
     """Indices of step `step`'s global batch: a function of (seed, step) alone, identical on every process."""
-    return torch.randint(0, n, (size,), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+    return torch.randint(0, n, (size,), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "batch", step)))
 
 
 def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResult:
@@ -318,7 +319,7 @@ def _train(cfg, accelerator, model, optimizer, params, train, start, history, te
     model.train()
     for step in range(start, cfg.steps):
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _schedule(step, cfg.warmup_steps, cfg.steps)
+            group["lr"] = warmup_cosine(step, cfg.warmup_steps, cfg.steps, peak=cfg.lr)
         step_loss = torch.zeros((), device=accelerator.device)
         for _ in range(cfg.grad_accum):
             x, y = next(batches)
@@ -365,15 +366,6 @@ def _batches(cfg: AssembleConfig, accelerator: Accelerator, train, start: int):
     for step in range(start, cfg.steps):
         for part in parts(step):
             yield train[0][part], train[1][part]
-
-
-def _schedule(step: int, warmup: int, steps: int) -> float:
-    """Linear warm-up, then cosine to zero (the DeiT recipe's shape, per step rather than per epoch). The shape of
-    `training.warmup_cosine`, kept apart because its float operations run in another order: folding it in moves
-    the committed figures by rounding, so it waits for the next full rerun of the published numbers."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[dict]) -> None:

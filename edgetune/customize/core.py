@@ -31,7 +31,7 @@ from edgetune.paths import runs_dir
 from edgetune.runs import (
     count_parameters,
 )
-from edgetune.training import accuracy, normalize
+from edgetune.training import accuracy, derive_seed, normalize, seeded_rng
 
 # ---------------------------------------------------------------------------------------------- data and model
 # Devices see their own conditions: their pool is rendered under a mild shift of the cloud's clear scenes.
@@ -51,7 +51,7 @@ def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Ten
         seed=cfg.seed,
         fine_grained=cfg.fine_grained,
     )
-    return cloud, cloud.domain(DEVICE_DOMAIN, cfg.device_pool_size, seed=cfg.seed + 7_919)
+    return cloud, cloud.domain(DEVICE_DOMAIN, cfg.device_pool_size, seed=derive_seed(cfg.seed, "device pool"))
 
 
 # ---------------------------------------------------------------------------------------------- cloud
@@ -224,13 +224,14 @@ def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Sour
         backbone = extract_subnet(vit, spec)
         train, test = header_data(cfg, backbone, source, device)
         dims = (backbone.embed_dim, grid_of(backbone), cfg.num_classes)
-        candidates = {name: make(*dims) for name, make in BASELINE_HEADS.items()}
-        candidates["NAS (ours)"] = heads.CellHeader(
-            *dims, arch, cfg.header_channels, cfg.header_layers, generator=torch.Generator().manual_seed(cfg.seed)
-        )
-        for name, head in candidates.items():
-            torch.manual_seed(cfg.seed)
-            accuracy = fit_and_score(cfg, head, train, test, device)
+        makers = {
+            **BASELINE_HEADS,
+            "NAS (ours)": lambda *dims: heads.CellHeader(*dims, arch, cfg.header_channels, cfg.header_layers),
+        }
+        for name, make in makers.items():
+            with seeded_rng(derive_seed(cfg.seed, "header", name), device):  # the same start at every depth
+                head = make(*dims)
+                accuracy = fit_and_score(cfg, head, train, test, device)
             rows.append(
                 {
                     "depth": spec.depth,

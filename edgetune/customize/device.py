@@ -28,7 +28,6 @@ Departures from the original, chosen to fit the budget:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from torch import nn
 
 from edgetune.customize.comm import Network, device_tier
 from edgetune.data.partition import LABEL_GROUP_SETTINGS, label_group_split
+from edgetune.training import derive_seed, seeded_rng
 
 METHODS = ("none", "alone", "avg", "js", "emd")
 METRICS = ("emd", "js")
@@ -81,7 +81,7 @@ def make_devices(
 
     ACME draws `fraction` of each of a client's classes from the training set, and 20% of them from the test set.
     Here a device's draw from one pool is split per class, so that every class has test samples. Devices beyond
-    the 5 of a setting repeat its label lists with fresh draws (seed + 1, ...): device k uses list k mod 5.
+    the 5 of a setting repeat its label lists with fresh draws (a seed derived per draw): device k uses list k mod 5.
     The draws are independent, so devices overlap (as in ACME). A sample can be in one device's training set and
     in another device's test set.
     """
@@ -90,7 +90,10 @@ def make_devices(
     if num_devices < 1 or not 0 < test_share < 1:
         raise ValueError(f"need num_devices >= 1 and 0 < test_share < 1, got {num_devices}, {test_share}")
     per_draw = len(LABEL_GROUP_SETTINGS[setting])  # 5 clients in every ACME setting
-    draws = [label_group_split(labels, setting, fraction, seed + r) for r in range(math.ceil(num_devices / per_draw))]
+    draws = [
+        label_group_split(labels, setting, fraction, derive_seed(seed, "label groups", r))
+        for r in range(math.ceil(num_devices / per_draw))
+    ]
     pools = [idx for draw in draws for idx in draw][:num_devices]
     g = torch.Generator().manual_seed(seed)
     return [_split_per_class(labels, idx, test_share, g) for idx in pools]
@@ -345,15 +348,6 @@ class Personalization:
     weights: torch.Tensor | None
 
 
-@contextlib.contextmanager
-def _seeded_dropout(seed: int, device: torch.device | str):
-    """Seed the global RNG once for the whole run (dropout takes no Generator), and restore it afterwards."""
-    cuda = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
 def _mixing_matrix(method, data, network, *, samples, temperature, generator) -> torch.Tensor | None:
     """The edge's (K, K) weights: eye for Alone, n_i / N rows for Avg, W from uploaded statistics for JS/EMD."""
     k = len(data)
@@ -415,7 +409,7 @@ def personalize(
         )
     generator = torch.Generator().manual_seed(seed)
     local = {"lr": lr, "batch_size": batch_size, "generator": generator, "device": device}
-    with _seeded_dropout(seed, device):
+    with seeded_rng(seed, device):
         mix = _mixing_matrix(
             method, device_data, network, samples=similarity_samples, temperature=temperature, generator=generator
         )

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Subset
 from edgetune.data.scenes import CLEAR, Domain, SceneSpec, apply_domain, render_scenes
 from edgetune.data.streaming import LazyImages, labels_of
 from edgetune.paths import data_dir
+from edgetune.training import derive_seed
 
 SOURCES = ("scenes", "cifar100", "stanford_cars")
 
@@ -52,7 +53,7 @@ class Shifted(Dataset):
 
     def __getitem__(self, k: int):
         image, label = self.dataset[self.indices[k]]
-        return apply_domain(image[None], self.domain, seed=self.seed * 1_000_003 + k)[0], label
+        return apply_domain(image[None], self.domain, seed=derive_seed(self.seed, "shift", k))[0], label
 
 
 def load_source(
@@ -70,8 +71,8 @@ def load_source(
         raise ValueError(f"unknown data source {name!r}; expected one of {SOURCES}")
     spec = SceneSpec(num_classes, image_size, fine_grained) if name == "scenes" else SceneSpec(2, image_size)
     if name == "scenes":
-        train = render_scenes(spec, CLEAR, train_size, seed=1_000 * seed + 1)
-        test = render_scenes(spec, CLEAR, test_size, seed=1_000 * seed + 2)
+        train = render_scenes(spec, CLEAR, train_size, seed=derive_seed(seed, "scenes", "train"))
+        test = render_scenes(spec, CLEAR, test_size, seed=derive_seed(seed, "scenes", "test"))
         return Source(name, spec, train, test)
     from edgetune.data.readers import open_dataset, to_tensor_resized
 

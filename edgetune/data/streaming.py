@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
 
+from edgetune.training import derive_seed
+
 # DeiT's evaluation crop: resize to size / 0.875, then the central `size` pixels
 EVAL_CROP = 0.875
 
@@ -81,8 +83,7 @@ class StepBatches(Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.steps):
             for a, part in enumerate(self.indices(step)):
-                base = ((self.seed * 1_000_003 + step) * 97 + a) * 65_536
-                yield [(int(i), (base + slot) % 2**63) for slot, i in enumerate(part.tolist())]  # torch's seed range
+                yield [(int(i), derive_seed(self.seed, step, a, slot)) for slot, i in enumerate(part.tolist())]
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start) * len(self.indices(self.start))

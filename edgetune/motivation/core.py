@@ -29,7 +29,7 @@ from edgetune.runs import (
     package_versions,
     save_weights,
 )
-from edgetune.training import accuracy, finetune
+from edgetune.training import accuracy, derive_seed, finetune
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -223,7 +223,11 @@ def stream_accuracy(
     """Accuracy of the deployed (last-exit) classifier on every domain of the stream, clear first."""
     rows = []
     for i, domain in enumerate(domains):
-        data = source.test if i == 0 else source.domain(domain, cfg.test_size, seed=_seed(cfg.seed, i, 0))
+        data = (
+            source.test
+            if i == 0
+            else source.domain(domain, cfg.test_size, seed=derive_seed(cfg.seed, "domain", i, "test"))
+        )
         rows.append(
             {
                 "index": i,
@@ -233,10 +237,6 @@ def stream_accuracy(
             }
         )
     return pd.DataFrame(rows)
-
-
-def _seed(seed: int, domain_index: int, purpose: int) -> int:
-    return 1_000_000 * (seed + 1) + 10 * domain_index + purpose
 
 
 # ---------------------------------------------------------------------------------------------- (e) retraining gap
@@ -261,8 +261,8 @@ def retraining_gap(
         )
         rows = []
         for i, domain in enumerate(domains[1 : cfg.retrain_domains + 1], start=1):
-            train = source.domain(domain, cfg.retrain_size, seed=_seed(cfg.seed, i, 1))
-            test = source.domain(domain, cfg.test_size, seed=_seed(cfg.seed, i, 0))
+            train = source.domain(domain, cfg.retrain_size, seed=derive_seed(cfg.seed, "domain", i, "train"))
+            test = source.domain(domain, cfg.test_size, seed=derive_seed(cfg.seed, "domain", i, "test"))
             for name, base in (("full", model.vit), ("compressed", compressed)):
                 net = copy.deepcopy(base)
                 before = accuracy(net, test, device)[0]
@@ -272,7 +272,7 @@ def retraining_gap(
                     steps=cfg.retrain_steps,
                     batch_size=min(cfg.batch_size, 64),
                     lr=cfg.retrain_lr,
-                    seed=cfg.seed + i,
+                    seed=derive_seed(cfg.seed, "retrain", i),
                     device=device,
                 )
                 rows.append(

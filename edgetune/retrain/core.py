@@ -27,8 +27,9 @@ from edgetune.retrain.online import (
     run_stream,
     window_stats,
 )
-from edgetune.retrain.train import retrain, seeded
+from edgetune.retrain.train import retrain
 from edgetune.runs import RunResult, describe_device, package_versions, write_text
+from edgetune.training import derive_seed
 
 STATS = ("fd", "confidence")
 
@@ -89,7 +90,7 @@ def law_points(cfg: RetrainingConfig, offline: Offline, stream: Stream, device, 
 
 
 def _trial(cfg, offline: Offline, stream: Stream, held_out: torch.Tensor, src_moments, t: int, device) -> list[dict]:
-    seed = seeded(cfg.seed, 1_000 + t)
+    seed = derive_seed(cfg.seed, "law trial", t)
     rng = random.Random(seed)
     depth = len(offline.kb.blocks)
     compressed = [False] * depth

@@ -27,6 +27,7 @@ from edgetune.data.streaming import LazyImages, labels_of
 from edgetune.models import image_size
 from edgetune.paths import data_dir
 from edgetune.retrain.config import RetrainingConfig
+from edgetune.training import derive_seed
 
 SOURCE_DOMAINS = (
     CLEAR,
@@ -79,16 +80,20 @@ def load_stream(cfg: RetrainingConfig) -> Stream:
 def _scenes_stream(cfg: RetrainingConfig) -> Stream:
     spec = SceneSpec(cfg.num_classes, image_size(cfg.model))
     per = math.ceil(cfg.train_size / len(SOURCE_DOMAINS))
-    parts = [render_scenes(spec, d, per, seed=10_000 * cfg.seed + i) for i, d in enumerate(SOURCE_DOMAINS)]
+    parts = [
+        render_scenes(spec, d, per, seed=derive_seed(cfg.seed, "source", i, "train"))
+        for i, d in enumerate(SOURCE_DOMAINS)
+    ]
     source = tuple(torch.cat(t)[: cfg.train_size] for t in zip(*parts, strict=True))
     tests = [
-        render_scenes(spec, d, cfg.test_size, seed=10_000 * cfg.seed + 100 + i) for i, d in enumerate(SOURCE_DOMAINS)
+        render_scenes(spec, d, cfg.test_size, seed=derive_seed(cfg.seed, "source", i, "test"))
+        for i, d in enumerate(SOURCE_DOMAINS)
     ]
     source_test = tuple(torch.cat(t) for t in zip(*tests, strict=True))
     windows = []
     for i, domain in enumerate(domain_stream(cfg.num_domains, seed=cfg.seed)):
-        x, _ = render_scenes(spec, domain, cfg.window_size, seed=10_000 * cfg.seed + 1_000 + 2 * i)
-        test = render_scenes(spec, domain, cfg.test_size, seed=10_000 * cfg.seed + 1_001 + 2 * i)
+        x, _ = render_scenes(spec, domain, cfg.window_size, seed=derive_seed(cfg.seed, "window", i, "train"))
+        test = render_scenes(spec, domain, cfg.test_size, seed=derive_seed(cfg.seed, "window", i, "test"))
         windows.append(Window(domain.name, x, test))
     return Stream(source, source_test, windows)
 

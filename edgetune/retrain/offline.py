@@ -28,7 +28,7 @@ from edgetune.retrain.data import Stream
 from edgetune.retrain.kb import NeuronIndex, build_knowledge_base, set_sparsity
 from edgetune.retrain.train import train_classifier
 from edgetune.runs import RunResult, atomic_write, load_weights, save_weights
-from edgetune.training import accuracy
+from edgetune.training import accuracy, derive_seed, seeded_rng
 
 
 @dataclass
@@ -55,7 +55,7 @@ def pretrained(cfg: RetrainingConfig, stream: Stream, device, force: bool = Fals
         data = stream.source
         if cfg.data == "scenes":
             spec = SceneSpec(cfg.num_classes, image_size(cfg.model))
-            data = render_scenes(spec, CLEAR, cfg.train_size, seed=10_000 * cfg.seed + 7)
+            data = render_scenes(spec, CLEAR, cfg.train_size, seed=derive_seed(cfg.seed, "pretrain"))
         result = train_classifier(
             model,
             data,
@@ -88,8 +88,7 @@ def lora_finetuned(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
     """The fm: LoRA fine-tuned on the labelled source data and merged back into a plain timm ViT."""
 
     def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded_rng(cfg.seed):
             model = get_peft_model(fm, lora_config(fm, cfg.lora_divisor))
         result = train_classifier(
             model,
@@ -117,8 +116,7 @@ def knowledge_base(cfg: RetrainingConfig, fm, stream: Stream, device, force: boo
     """The kb (distilled, then gate-trained) and the neuron index; accuracies at sparsity 0, cfg.sparsity and max."""
 
     def compute(cfg, folder: Path) -> RunResult:  # cfg: the stage's own fields
-        with torch.random.fork_rng(devices=[]):  # the gates' initialization
-            torch.manual_seed(cfg.seed)
+        with seeded_rng(cfg.seed):  # the gates' initialization
             kb = build_knowledge_base(fm, cfg.head_keep, cfg.mlp_keep).to(device)
         common = dict(
             batch_size=cfg.batch_size,

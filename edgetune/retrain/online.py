@@ -35,9 +35,9 @@ from edgetune.retrain.kb import edge_model, merge_into_kb, set_sparsity
 from edgetune.retrain.law import ScalingLaw
 from edgetune.retrain.offline import Offline
 from edgetune.retrain.planner import BlockCosts, exact, greedy
-from edgetune.retrain.train import pre_logits, retrain, seeded, step_cost
+from edgetune.retrain.train import pre_logits, retrain, step_cost
 from edgetune.runs import atomic_write, write_json
-from edgetune.training import accuracy, normalize
+from edgetune.training import accuracy, derive_seed, normalize, seeded_rng
 
 METHODS = ("blocktrainer", "fixed", "fixed-lora", "fm")
 LABELS = {
@@ -163,8 +163,7 @@ def baselines(cfg: RetrainingConfig, offline: Offline, sample: torch.Tensor):
     config = LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_rank, lora_dropout=0.0, target_modules=["down", "up", "fc1", "fc2"]
     )
-    with torch.random.fork_rng(devices=[]):  # the adapters' initialization, seeded without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
+    with seeded_rng(cfg.seed):  # the adapters' initialization, seeded without touching the caller's RNG
         lora = get_peft_model(copy.deepcopy(fixed), config).get_base_model()
     return fixed, lora
 
@@ -305,7 +304,7 @@ class _State:
         return {"fm": self.offline.fm, "kb": self.offline.kb, "fixed": self.fixed, "lora": self.lora}
 
     def step(self, i: int, window: Window, methods, cfg, stream, device) -> None:
-        seed = seeded(cfg.seed, i)
+        seed = derive_seed(cfg.seed, "window", i)
         base = {"window": i, "domain": window.name}
         if "blocktrainer" in methods:
             row, curve, info = blocktrainer_window(

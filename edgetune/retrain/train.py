@@ -9,7 +9,6 @@ saves, which makes per-window budgets reproducible on any machine.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -180,8 +179,3 @@ def step_cost(model: nn.Module, image_size: int, batch_size: int, mmd_weight: fl
     finally:
         model.zero_grad(set_to_none=True)
     return counter.get_total_flops(), saved
-
-
-def seeded(*parts: int) -> int:
-    """A seed derived from several integers (window index, trial, ...), stable across runs and resumes."""
-    return random.Random(":".join(map(str, parts))).randrange(2**31)

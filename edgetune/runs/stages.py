@@ -36,10 +36,15 @@ VERSIONS: dict[str, tuple[str, str]] = {
 }
 
 
+# The version of the shared numerics every stage uses (`training.derive_seed`, `training.warmup_cosine`): bumped when
+# they change what any stage computes, so no stage reuses a result made under the old rule.
+NUMERICS = 2
+
+
 def stage_key(config: Mapping[str, Any], upstream: Mapping[str, str] = {}, versions: tuple[str, ...] = ()) -> dict:
     """The one rule: a stage's key is its own sub-config (a checkpoint path as the SHA-256 of its content), the cache
-    keys (folder names) of the stages whose results it reads, by stage, and the named versions (`VERSIONS`) of the
-    data or code it depends on."""
+    keys (folder names) of the stages whose results it reads, by stage, the named versions (`VERSIONS`) of the
+    data or code it depends on, and the version of the shared numerics (`NUMERICS`)."""
     unknown = [name for name in versions if name not in VERSIONS]
     if unknown:
         raise ValueError(f"unknown version name(s) {unknown}; expected some of {sorted(VERSIONS)}")
@@ -49,6 +54,7 @@ def stage_key(config: Mapping[str, Any], upstream: Mapping[str, str] = {}, versi
     for name in versions:
         module, attribute = VERSIONS[name]
         key[name] = getattr(importlib.import_module(module), attribute)
+    key["numerics"] = NUMERICS  # every stage draws seeds and schedules through `edgetune.training`
     return key
 
 

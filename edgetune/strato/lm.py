@@ -28,7 +28,7 @@ from edgetune.runs import Meter, RunResult, cached, load_weights, save_weights
 from edgetune.runs.stages import stage_key
 from edgetune.strato import sandbox, tasks
 from edgetune.strato.spec import Example
-from edgetune.training import autocast
+from edgetune.training import autocast, warmup_cosine
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 LETTERS = ("A", "B", "C", "D")
@@ -198,12 +198,7 @@ def _pretrain_loop(model, docs, *, steps: int, batch_size: int, lr: float, seed:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, steps // 10)
 
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, steps, floor=0.1))
     g = torch.Generator().manual_seed(seed)
     model.train()
     history, window = [], []

@@ -21,7 +21,7 @@ from edgetune.profiles import pick_device
 from edgetune.strato import cost, lm, methods, resize, tasks
 from edgetune.strato.config import RunConfig
 from edgetune.strato.spec import TaskData
-from edgetune.training import autocast, warmup_cosine
+from edgetune.training import autocast, derive_seed, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def _reschedule(model, optimizer, loop: Loop, trace: Trace, step: int):
     resize, rebuild the optimizer (resized adapters start this step with no gradient and fresh Adam state)."""
     t0 = time.perf_counter()
     utilities = resize.module_utility(model)
-    generator = torch.Generator().manual_seed(loop.seed * 100_003 + step)
+    generator = torch.Generator().manual_seed(derive_seed(loop.seed, "batch", step))
     changed = resize.schedule_step(model, loop.schedule, utilities, loop.budget, generator=generator)
     if changed:
         optimizer = resize.rebuild_optimizer(optimizer, model)
