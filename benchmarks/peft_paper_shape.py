@@ -43,40 +43,6 @@ TINY = {
 }  # to check this script on a CPU in seconds
 
 
-def make_checkpoint(folder: Path, shape: dict) -> dict:
-    """A random-weight Llama-2-7B-shaped checkpoint (bf16 safetensors) with a BPE tokenizer trained on the embedded
-    corpus and the HumanEval prompts (no Llama tokenizer can be downloaded; the vocabulary is Llama's size)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from edgetune.strato import lm, tasks
-    from edgetune.strato.config import packaged_humaneval
-
-    he = tasks.read_humaneval(packaged_humaneval())
-    texts = tasks.pretraining_corpus(documents=4000) + [e.prompt + e.answer for e in (*he.train, *he.dev, *he.test)]
-    tokenizer = lm.train_tokenizer(texts, vocab_size=shape["vocab_size"] - 8)
-    config = LlamaConfig(
-        **shape,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    params = sum(p.numel() for p in model.parameters())
-    del model
-    torch.cuda.empty_cache()
-    size = sum(f.stat().st_size for f in folder.iterdir())
-    return {"parameters": params, "bytes_on_disk": size, "tokenizer_vocab": len(tokenizer)}
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
@@ -88,7 +54,7 @@ def main() -> int:
     args = p.parse_args()
 
     from edgetune import strato
-    from edgetune.strato import recipe, train
+    from edgetune.strato import lm, recipe, train
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +87,7 @@ def main() -> int:
 
     folder = Path(args.checkpoint)
     dims = LLAMA_2_7B if args.shape == "llama-2-7b" else TINY
-    made, _ = stage("make checkpoint (random weights, save_pretrained)", lambda: make_checkpoint(folder, dims))
+    made, _ = stage("make checkpoint (random weights, save_pretrained)", lambda: lm.write_random_llama(folder, dims))
     report["checkpoint"] = {**dims, **(made or {})}
     cfg = strato.config(
         "paper",

@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"cannot compare {a} and {b}: not reproduction manifests ({type(e).__name__}: {e})"
                 ) from e
             return 0
+        if args.command == "rehearse":
+            from edgetune.rehearse import main as rehearse
+
+            try:
+                return rehearse(args.section or [], args.steps, args.scale, args.out)
+            except ValueError as e:
+                raise UsageError(str(e)) from e
         if args.command == "kernel":
             print(f"registered Jupyter kernel {KERNEL!r} → {ensure_kernel(quiet=True)}")
             return 0
@@ -102,6 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "runs", nargs="*", metavar="RUN", help="reproduction ids or manifest paths (see runs/reproductions)"
     )
+    reh = sub.add_parser(
+        "rehearse",
+        help="run the paper profile with every stage cut to a few steps; measure it and project the full cost",
+    )
+    reh.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="sections (default: all)")
+    reh.add_argument("--steps", type=int, default=2, help="steps per stage (default: 2)")
+    reh.add_argument(
+        "--scale", choices=("tiny", "true"), default="tiny", help="tiny: small shapes, for a CPU; true: paper shapes"
+    )
+    reh.add_argument("--out", default=None, help="folder for the reports (default: runs/rehearsals/)")
     sub.add_parser("kernel", help=f"register this environment's Python as the Jupyter kernel {KERNEL!r}")
     return parser
 

@@ -119,7 +119,7 @@ def saturation(curve: pd.DataFrame) -> dict[str, float]:
     return {
         "gain_first_half": acc[half - 1] - acc[0],
         "gain_second_half": acc[-1] - acc[half - 1],
-        "energy_min_second_difference": min(second_diff),
+        "energy_min_second_difference": min(second_diff, default=float("nan")),  # needs 3 blocks
         "energy_at_half_depth": energy[half - 1],
     }
 

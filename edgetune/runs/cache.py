@@ -12,12 +12,14 @@ one-line notice naming the file (never a deserializer's traceback, never a silen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,11 +103,50 @@ def cached(
         if reused is not None:
             return reused, folder
     folder.mkdir(parents=True, exist_ok=True)
-    result = compute(folder)
+    with _measured(stage, config):
+        result = compute(folder)
     result.key = folder.name
     result.checksums = checksums(folder)
     write_json(result_path, result.to_dict())
     return result, folder
+
+
+STAGE_LOG = "EDGETUNE_STAGE_LOG"  # a JSON-lines file: one record per stage computed (`edgetune rehearse` reads it)
+_OPEN: list[float] = []  # the stages being measured, innermost last
+
+
+@contextlib.contextmanager
+def _measured(stage: str, config: Any):
+    """With EDGETUNE_STAGE_LOG set, append the stage's wall time, key and peak GPU and host memory to that file."""
+    log = os.environ.get(STAGE_LOG)
+    if not log:
+        yield
+        return
+    import resource
+
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    _OPEN.append(0.0)  # the time of the stages computed inside this one (a PEFT run's controller search)
+    try:
+        yield
+    finally:
+        nested = _OPEN.pop()
+    seconds = time.perf_counter() - start
+    if _OPEN:
+        _OPEN[-1] += seconds
+    record = {
+        "stage": stage,
+        "seconds": seconds - nested,  # its own time: what nested stages took is in their own records
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else 0.0,
+        "peak_host_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # the process's, so far (KiB)
+        "key": config_dict(config),
+    }
+    with open(log, "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
 
 
 def checksums(folder: Path, exclude: tuple[str, ...] = (RESULT,)) -> dict[str, str]:

@@ -27,6 +27,7 @@ from edgetune.progress import progress
 from edgetune.runs import Meter, RunResult, cached, load_weights, save_weights
 from edgetune.runs.stages import stage_key
 from edgetune.strato import sandbox, tasks
+from edgetune.strato.config import packaged_humaneval
 from edgetune.strato.spec import Example
 from edgetune.training import autocast, warmup_cosine
 
@@ -453,3 +454,34 @@ def _code_body(text: str) -> tuple[str, bool]:
             return "\n".join(lines[:i]) + "\n", True
         seen_body = seen_body or (bool(line.strip()) and line[0].isspace())
     return text, False
+
+
+def write_random_llama(folder: Path, shape: dict) -> dict:
+    """A random-weight Llama checkpoint of `shape` (LlamaConfig fields; bf16 safetensors) with a BPE tokenizer of its
+    vocabulary size trained on the embedded corpus and the HumanEval prompts, both saved with `save_pretrained` (no
+    Llama tokenizer can be downloaded here). Returns its parameter count, bytes on disk and vocabulary size."""
+    he = tasks.read_humaneval(packaged_humaneval())
+    texts = tasks.pretraining_corpus(documents=4000) + [e.prompt + e.answer for e in (*he.train, *he.dev, *he.test)]
+    tokenizer = train_tokenizer(texts, vocab_size=shape["vocab_size"] - 8)
+    config = LlamaConfig(
+        **shape,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    size = sum(f.stat().st_size for f in Path(folder).iterdir())
+    return {"parameters": params, "bytes_on_disk": size, "tokenizer_vocab": len(tokenizer)}
