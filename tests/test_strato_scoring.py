@@ -168,3 +168,61 @@ def test_tables_and_claims_carry_the_item_count_beside_every_score():
     claims = ledger.claims_rows("smoke", table, core.criteria(table), 1000)
     gap = next(c for c in claims if c.claim.startswith("STRATO: score"))
     assert gap.reproduced_value == "gap gsm8k +2.50 (n=96), humaneval +2.50 (n=164)"
+
+
+def test_comparisons_with_lora_are_decided_by_intervals_over_items_and_seeds(tmp_path):
+    """Known answers: a clear win holds, a clear loss is refuted, a coin flip is inconclusive (n/a, saying why)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from edgetune.strato import core, ledger
+
+    rng = np.random.default_rng(0)
+    n, seeds = 200, (42, 43, 44)
+    lora = {s: rng.random(n) < 0.5 for s in seeds}
+    outcome = {
+        "lora": lora,
+        "strato": {s: lora[s] | (rng.random(n) < 0.6) for s in seeds},  # LoRA's hits and many more: a clear win
+        "adalora": {s: lora[s] & (rng.random(n) < 0.3) for s in seeds},  # loses most of LoRA's hits
+        "dora": {s: lora[s] ^ (rng.random(n) < 0.2) for s in seeds},  # LoRA with a fifth of its items flipped
+    }
+    metrics = dict(
+        params_adapter_final=100,
+        params_trainable_peak=100,
+        train_flops=1e9,
+        flops_per_step=1e7,
+        step_memory_bytes=2**20,
+        train_s=1.0,
+        schedule_s=0.0,
+        resizes=0,
+    )
+    rows = []
+    for method, per_seed in outcome.items():
+        for seed in seeds:
+            folder = tmp_path / f"{method}-{seed}"
+            folder.mkdir()
+            correct = per_seed[seed].astype(int).tolist()
+            m = {**metrics, "test_score": 100 * float(np.mean(correct)), "test_items": n, "test_score_flexible": None}
+            (folder / "result.json").write_text(json.dumps({"metrics": {**m, "test_correct": correct}}))
+            rows.append(core._row("mmlu", seed, method, m, str(folder)))
+    runs = pd.DataFrame(rows)
+    items = core.item_scores(runs)
+    assert items["mmlu", "STRATO"].shape == (3, n) and set(np.unique(items["mmlu", "LoRA"])) == {0.0, 100.0}
+    table = core.summary(runs)
+    claims = {c.claim: c for c in ledger.claims_rows("smoke", table, core.criteria(table), 1000, items)}
+    win, loss, tie = (
+        claims["STRATO: score ≥ LoRA − 0.5 points (success criterion)"],
+        claims["AdaLoRA scores higher than LoRA"],
+        claims["DoRA scores higher than LoRA"],
+    )
+    assert (win.holds, loss.holds, tie.holds) == (True, False, None)
+    assert win.reproduced_value.startswith("gap mmlu +") and "(n=200, 3 seeds)" in win.reproduced_value
+    assert "verdict per task against -0.5: holds" in win.note and "P(STRATO > LoRA) per item: mmlu 0." in win.note
+    assert "inconclusive: an interval straddles +0" in tie.note and "resolution here ±" in tie.note
+    low, high = (float(x) for x in tie.reproduced_value.split("[")[1].split("]")[0].split(", "))
+    assert low < 0 < high
+    (tmp_path / "lora-42" / "result.json").write_text(json.dumps({"metrics": metrics}))  # a run from before
+    with pytest.raises(ValueError, match="lora-42: a run from before per-item scores were recorded"):
+        core.item_scores(runs)

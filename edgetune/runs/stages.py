@@ -33,6 +33,7 @@ VERSIONS: dict[str, tuple[str, str]] = {
     "scenes_version": ("edgetune.data.scenes", "SCENES_VERSION"),
     "tasks": ("edgetune.strato.tasks", "VERSION"),
     "tokenizer": ("edgetune.strato.lm", "TOKENIZER_VERSION"),
+    "scoring": ("edgetune.strato.lm", "SCORING_VERSION"),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from edgetune.progress import progress
@@ -86,6 +87,21 @@ def _row(task: str, seed: int, method: str, m: dict, folder: str) -> dict:
         "resizes": m["resizes"],
         "folder": folder,
     }
+
+
+def item_scores(runs: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """Per (task, method): which test items each seed got right, in points — an array (seeds, items) of 0 or 100,
+    seeds in the same order for every method (so methods pair item by item and seed by seed)."""
+    out = {}
+    for (task, method), group in runs.sort_values("seed").groupby(["task", "method"], sort=False):
+        rows = []
+        for folder in group.folder:
+            metrics = json.loads((Path(folder) / "result.json").read_text())["metrics"]
+            if "test_correct" not in metrics:
+                raise ValueError(f"{folder}: a run from before per-item scores were recorded; rerun with force=True")
+            rows.append(metrics["test_correct"])
+        out[task, method] = 100.0 * np.asarray(rows, dtype=float)
+    return out
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:

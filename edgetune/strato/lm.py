@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import repeat
 from pathlib import Path
 
@@ -64,6 +64,7 @@ LM_FAMILY: dict[str, LMSpec] = {
 
 
 TOKENIZER_VERSION = 2  # bump when train_tokenizer changes (it keys the pretraining cache)
+SCORING_VERSION = 2  # bump when what a run records of its scoring changes (2: which items were right)
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -296,11 +297,13 @@ def answer_token_accuracy(model, examples, tokenizer, *, context: int, device, b
 @dataclass(frozen=True)
 class Score:
     """A test score in points (0–100) and the number of items behind it. `flexible` is GSM8K's lenient match (the
-    last number anywhere in the output), reported beside the official strict one (`points`); None elsewhere."""
+    last number anywhere in the output), reported beside the official strict one (`points`); None elsewhere.
+    `correct` says which items were right (the official metric), in order: what confidence intervals resample."""
 
     points: float
     items: int
     flexible: float | None = None
+    correct: tuple[bool, ...] = field(default=(), compare=False)
 
 
 def generation_budget(examples: Sequence[Example], tokenizer, *, headroom: float = 1.5, slack: int = 16) -> int:
@@ -328,8 +331,9 @@ def score(
     greedy, at most `max_new_tokens` new tokens (`generation_budget`), and never past the `context`."""
     if task_kind == "choice":
         with _evaluating(model):
-            right = sum(_choices(model, chunk, tokenizer, context, device) for chunk in _batches(examples, batch_size))
-        return Score(100.0 * right / max(len(examples), 1), len(examples))
+            chunks = _batches(examples, batch_size)
+            right = [r for chunk in chunks for r in _choices(model, chunk, tokenizer, context, device)]
+        return Score(100.0 * sum(right) / max(len(examples), 1), len(examples), correct=tuple(right))
     if task_kind not in ("number", "code"):
         raise ValueError(f"unknown task kind {task_kind!r}; expected 'choice', 'number' or 'code'")
     stop = _number_done if task_kind == "number" else lambda text: _code_body(text)[1]
@@ -348,20 +352,20 @@ def grade(task_kind: str, examples, texts: Sequence[str], *, limits: sandbox.Lim
     n = max(len(examples), 1)
     if task_kind == "number":
         pairs = list(zip(texts, [ex.reference for ex in examples], strict=True))
-        strict = sum(_same_number(tasks.strict_number(t), reference) for t, reference in pairs)
+        strict = tuple(bool(_same_number(tasks.strict_number(t), reference)) for t, reference in pairs)
         flexible = sum(_same_number(tasks.flexible_number(t), reference) for t, reference in pairs)
-        return Score(100.0 * strict / n, len(examples), flexible=100.0 * flexible / n)
+        return Score(100.0 * sum(strict) / n, len(examples), flexible=100.0 * flexible / n, correct=strict)
     if task_kind != "code":
         raise ValueError(f"unknown task kind {task_kind!r} to grade; expected 'number' or 'code'")
     programs = [ex.prompt + _code_body(t)[0] for t, ex in zip(texts, examples, strict=True)]
     tests, entry_points = [ex.reference for ex in examples], [ex.entry_point for ex in examples]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        passed = sum(o.passed for o in pool.map(sandbox.passes, programs, tests, entry_points, repeat(limits)))
-    return Score(100.0 * passed / n, len(examples))
+        passed = tuple(o.passed for o in pool.map(sandbox.passes, programs, tests, entry_points, repeat(limits)))
+    return Score(100.0 * sum(passed) / n, len(examples), correct=passed)
 
 
-def _choices(model, examples, tokenizer, context: int, device) -> int:
-    """How many examples' most likely letter continuation (" A".." D", scored by the summed log-probability of its
+def _choices(model, examples, tokenizer, context: int, device) -> list[bool]:
+    """Whether each example's most likely letter continuation (" A".." D", scored by the summed log-probability of its
     tokens after the prompt, as lm-evaluation-harness does) is the reference letter. With a small vocabulary a
     letter may be one token or two, so whole continuations are compared, never single logits."""
     letters = [_tokens(tokenizer, " " + c) for c in LETTERS]
@@ -384,7 +388,7 @@ def _choices(model, examples, tokenizer, context: int, device) -> int:
         [sum(logp[i, start - 1 + j, ids[i, start + j]].item() for j in range(n)) for i, (start, n) in enumerate(spans)]
     ).view(len(examples), len(LETTERS))
     picked = totals.argmax(-1).tolist()
-    return sum(LETTERS[p] == ex.reference.strip() for p, ex in zip(picked, examples, strict=True))
+    return [LETTERS[p] == ex.reference.strip() for p, ex in zip(picked, examples, strict=True)]
 
 
 # transformers 5.x renamed the KV cache argument (and output) `past_key_values` → `cache`; use whichever this has

@@ -60,7 +60,7 @@ def run_key(config: RunConfig) -> dict:
     data = keyed(config.to_dict())
     unread = [name for method, names in ONLY_FOR.items() if method != config.peft.method for name in names]
     data["peft"] = {k: v for k, v in data["peft"].items() if k not in unread}
-    return stage_key({"config": data}, versions=("tasks", "tokenizer"))
+    return stage_key({"config": data}, versions=("tasks", "tokenizer", "scoring"))
 
 
 def fast_dev(config: RunConfig) -> RunConfig:
@@ -135,6 +135,7 @@ def _compute(config: RunConfig, folder: Path, progress: bool, force: bool = Fals
     metrics = {
         "test_score": score.points,
         "test_items": score.items,
+        "test_correct": [int(c) for c in score.correct],  # per item, in order: what intervals resample
         "test_score_flexible": score.flexible,  # GSM8K's lenient match; None for the other tasks
         "score_on": config.task.score_on,
         "max_new_tokens": budget if task.kind != "choice" else None,
