@@ -111,3 +111,37 @@ def test_a_shifted_real_domain_stays_lazy_and_each_image_is_the_same_in_any_batc
     assert torch.equal(x[4], batch[4]) and torch.equal(x[2:5], batch[2:5])
     assert not torch.equal(batch, data.images[:10]) and float(batch.min()) >= 0 and float(batch.max()) <= 1
     assert len(y) == 10 and source.domain(domain, 10, seed=3)[1].tolist() == y.tolist()
+
+
+def test_batches_from_tensors_are_the_draws_the_loop_made_before():
+    from edgetune.data.streaming import batches
+    from edgetune.training import draw_batch
+
+    x, y = torch.rand(50, 3, 4, 4), torch.randint(0, 3, (50,))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    stream = batches((x, y), 8, 6, g1, seed=5, start=2)
+    for _ in range(4):  # the loop draws from g between batches too: the order is kept
+        a, b = next(stream), draw_batch(x, y, 8, g2)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert torch.equal(torch.rand(2, generator=g1), torch.rand(2, generator=g2))
+    assert next(stream, None) is None  # steps 2..5: four batches
+
+
+def test_batches_from_a_real_dataset_come_from_dataloader_workers_whatever_their_number_and_resume():
+    from edgetune.data.streaming import batches, normalize
+
+    data = Counting(40)
+    lazy = (LazyImages(data), torch.tensor(data.targets))
+    g = torch.Generator().manual_seed(0)
+    straight = list(batches(lazy, 4, 5, g, seed=3, workers=0))
+    two = list(batches(lazy, 4, 5, g, seed=3, workers=2))
+    resumed = list(batches(lazy, 4, 5, g, seed=3, start=3, workers=2))
+    assert len(straight) == 5
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(straight, two, strict=True))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(straight[3:], resumed, strict=True))
+    x, labels = straight[0]
+    assert x.min() >= -1 and x.max() <= 1 and labels.dtype == torch.long
+    first_image = x[0]  # normalized ([-1, 1]) images and their own labels
+    index = next(i for i in range(40) if torch.allclose(normalize(data.images[i]), first_image))
+    assert labels[0] == data.targets[index]
+    assert not any(torch.equal(straight[0][0], b[0]) for b in straight[1:])  # each step its own indices

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from edgetune.customize.supernet import FULL, SubnetSpec, accumulate_importance, supernet_forward
+from edgetune.data import streaming
 from edgetune.progress import progress
 from edgetune.runs import Checkpointer, Meter, RunResult
-from edgetune.training import autocast, draw_batch, flush_history
+from edgetune.training import autocast, flush_history
 
 
 def importance_scores(
@@ -40,8 +41,7 @@ def importance_scores(
     data = tuple(t.to(device) for t in data)
     g = torch.Generator().manual_seed(seed)
     scores = None
-    for _ in range(batches):
-        x, y = draw_batch(*data, batch_size, g)
+    for x, y in streaming.batches(data, batch_size, batches, g, seed=seed):
         vit.zero_grad(set_to_none=True)
         F.cross_entropy(vit(x).float(), y).backward()
         scores = accumulate_importance(vit, scores)
@@ -99,13 +99,14 @@ def train_elastic(
     start, history = ckpt.restore(vit, optimizer, g)
     pending: list[torch.Tensor] = []
     depth = len(vit.blocks)
+    stream = streaming.batches(data, batch_size, steps, g, seed=seed, start=start)
     with Meter(device) as meter:
         for step in progress(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
             if stop_after is not None and step >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:
                 group["lr"] = lr * (1 - step / steps)
-            x, y = draw_batch(*data, batch_size, g)
+            x, y = next(stream)
             with torch.no_grad(), autocast(device):
                 target = None if teacher is None else supernet_forward(teacher, x, FULL, return_hidden=True)
             optimizer.zero_grad(set_to_none=True)

@@ -12,13 +12,14 @@ not grow with the dataset. Two rules keep such a run reproducible and resumable:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
 
-from edgetune.training import derive_seed
+from edgetune.training import derive_seed, draw_batch, normalize
 
 # DeiT's evaluation crop: resize to size / 0.875, then the central `size` pixels
 EVAL_CROP = 0.875
@@ -175,3 +176,32 @@ class LazyImages:
 def first(images, n: int):
     """The first `n` images: a tensor slice, or a lazy view of a `LazyImages`."""
     return images.first(n) if isinstance(images, LazyImages) else images[:n]
+
+
+def loader_workers() -> int:
+    """DataLoader worker processes for a loop over a real dataset: all cores but one, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def batches(data, size: int, steps: int, g: torch.Generator, *, seed: int, start: int = 0, workers: int | None = None):
+    """A training loop's batches, one per step from `start` to `steps`, normalized to [-1, 1] on the data's device.
+
+    In-memory tensors: drawn by `g` when the loop asks for the next batch (`training.draw_batch`), so a loop that
+    also draws from `g` keeps its order. A real dataset (`LazyImages`): each step's indices are a function of
+    (`seed`, step), so DataLoader workers decode them ahead of the loop into pinned memory, and a resumed or
+    re-run loop sees the same batches whatever the number of workers."""
+    x, y = data
+    if not isinstance(x, LazyImages):
+        for _ in range(start, steps):
+            yield draw_batch(x, y, size, g)
+        return
+    n = len(x)
+
+    def indices(step: int) -> list[torch.Tensor]:
+        draw = torch.Generator().manual_seed(derive_seed(seed, "batch", step))
+        return [torch.randint(0, n, (size,), generator=draw)]
+
+    workers = loader_workers() if workers is None else workers
+    loader = step_loader(x.dataset, StepBatches(indices, start, steps, seed), workers)
+    for images, labels in loader:
+        yield normalize(images.to(x.device, non_blocking=True)), labels.to(x.device, non_blocking=True)

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from edgetune.data import streaming
 from edgetune.progress import progress
 from edgetune.runs import Checkpointer, Meter, RunResult
-from edgetune.training import autocast, draw_batch, flush_history, warmup_cosine
+from edgetune.training import autocast, flush_history, warmup_cosine
 
 
 class EarlyExitViT(nn.Module):
@@ -65,6 +66,7 @@ def train_early_exit(
     ckpt = Checkpointer(folder / "checkpoints", every=checkpoint_every)
     start, history = ckpt.restore(model, optimizer, g)
     pending: list[torch.Tensor] = []  # per-step losses kept on the device: one host sync per checkpoint, not per step
+    stream = streaming.batches(data, batch_size, steps, g, seed=seed, start=start)
     model.train()
     with Meter(device) as meter:
         for step in progress(range(start, steps), desc="early-exit ViT", initial=start, total=steps, mininterval=2):
@@ -72,7 +74,7 @@ def train_early_exit(
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (stop_after)")
             for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumes exactly
                 group["lr"] = lr * warmup_cosine(step, warmup, steps)
-            x, y = draw_batch(*data, batch_size, g)
+            x, y = next(stream)
             with autocast(device):
                 losses = torch.stack([F.cross_entropy(logits.float(), y) for logits in model(x)])
             loss = losses.sum()

@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from edgetune.data import streaming
 from edgetune.models.vit import explicit_attention
 from edgetune.progress import progress
 from edgetune.retrain.kb import gate_l1, set_sparsity
 from edgetune.runs import Checkpointer, Meter, RunResult
-from edgetune.training import accuracy, autocast, draw_batch, flush_history, normalize
+from edgetune.training import accuracy, autocast, flush_history, normalize
 
 
 def train_classifier(
@@ -55,11 +56,12 @@ def train_classifier(
     if teacher is not None:
         teacher.to(device).eval()
     pending: list[torch.Tensor] = []
+    stream = streaming.batches(data, batch_size, steps, g, seed=seed, start=start)
     with Meter(device) as meter:
         for step in progress(range(start, steps), desc=stage, initial=start, total=steps, mininterval=2):
             if max_sparsity is not None:
                 set_sparsity(model, _sandwich(step, max_sparsity, g))
-            x, y = draw_batch(*data, batch_size, g)
+            x, y = next(stream)
             with autocast(device):
                 logits = model(x).float()
                 loss = F.cross_entropy(logits, y)
@@ -143,8 +145,9 @@ def retrain(
     g = torch.Generator().manual_seed(seed)
     curve = [{"iteration": 0, "accuracy": accuracy(model, test, device)[0]}]
     model.train()
+    stream = streaming.batches(source, batch_size, steps, g, seed=seed)
     for step in range(steps):
-        x_s, y_s = draw_batch(*source, batch_size, g)
+        x_s, y_s = next(stream)
         x_t = normalize(unlabelled[torch.randint(0, len(unlabelled), (batch_size,), generator=g).to(device)])
         with autocast(device):
             loss = retrain_step(model, x_s, y_s, x_t, mmd_weight)
