@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             from edgetune.rehearse import main as rehearse
 
             try:
-                return rehearse(args.section or [], args.steps, args.scale, args.out)
+                return rehearse(args.section or [], args.steps, args.scale, args.out, reproduce)
             except ValueError as e:
                 raise UsageError(str(e)) from e
         if args.command == "kernel":

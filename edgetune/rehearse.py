@@ -234,9 +234,11 @@ PLANS: dict[str, Plan] = {
 }
 
 
-def rehearse(section: str, *, steps: int = 2, scale: str = "tiny", out: Path | None = None) -> dict[str, Any]:
-    """Rehearse `section`'s paper profile; returns the report (also written as JSON, a table and a figure)."""
-    from edgetune import cli
+def rehearse(
+    section: str, reproduce: Callable[..., int], *, steps: int = 2, scale: str = "tiny", out: Path | None = None
+) -> dict[str, Any]:
+    """Rehearse `section`'s paper profile through `reproduce` (`edgetune.cli.reproduce`, which runs the notebook);
+    returns the report (also written as JSON, a table and a figure)."""
     from edgetune.sections import section as find
 
     if section not in PLANS:
@@ -262,7 +264,7 @@ def rehearse(section: str, *, steps: int = 2, scale: str = "tiny", out: Path | N
         start = time.perf_counter()
         with _environment(env):
             assignments = [f"{k}={_literal(v)}" for k, v in overrides.items()]
-            status = cli.reproduce([section], "paper", assignments, force=False, timeout=None)
+            status = reproduce([section], "paper", assignments, force=False, timeout=None)
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         executed = project / "runs" / "notebooks"
@@ -446,10 +448,11 @@ def figure(report: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def main(sections: list[str], steps: int, scale: str, out: str | None) -> int:
+def main(sections: list[str], steps: int, scale: str, out: str | None, reproduce: Callable[..., int]) -> int:
     status = 0
     for name in sections or list(PLANS):
-        report = rehearse(name, steps=steps, scale=scale, out=Path(out) / f"{name}-{scale}" if out else None)
+        folder = Path(out) / f"{name}-{scale}" if out else None
+        report = rehearse(name, reproduce, steps=steps, scale=scale, out=folder)
         print(table(report))
         status = status or (report["status"] != "ok")
     return status

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgetune import rehearse
+from edgetune.cli import reproduce
 from edgetune.data.fixtures import write_cifar100, write_gsm8k, write_image_folders, write_mmlu
 from edgetune.data.readers import cifar100
 from edgetune.sections import section as find
@@ -82,7 +83,7 @@ def test_bad_arguments_exit_2_before_any_work(tmp_path):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_every_paper_path_rehearses_at_tiny_scale(name, tmp_path):
     before = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "data").rglob("*"))
-    report = rehearse.rehearse(name, steps=2, scale="tiny", out=tmp_path)
+    report = rehearse.rehearse(name, reproduce, steps=2, scale="tiny", out=tmp_path)
     assert report["status"] == "ok", (tmp_path / "notebooks").as_posix()
     stages = {r["stage"].split(" (")[0] for r in report["stages"]} - {"outside cached stages"}
     assert stages == EXPECTED[name]
