@@ -271,3 +271,15 @@ def test_the_folder_path_runs_every_stage_on_lazy_images(tmp_path, monkeypatch):
     laws, _, form = core.fit_law(cfg, points, len(offline.kb.blocks))
     tables = core.online(cfg, offline, laws[form], stream, device)
     assert set(tables["rows"].window) == {0, 1} and set(tables["budget"].budget_factor) == {0.5, 1.0}
+
+
+@pytest.mark.parametrize("magnitude", [0.0, 0.2, 0.5, 0.999])
+def test_every_simulated_operation_accepts_every_magnitude(magnitude):
+    """A policy may draw any operation at any magnitude in [0, 1): each must give valid images (the colour operation
+    once asked torchvision for a negative saturation at magnitudes below 0.22)."""
+    from edgetune.retrain.data import OPERATIONS, _operation
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for name in OPERATIONS:
+        out = _operation(x, name, magnitude)
+        assert out.shape == x.shape and torch.isfinite(out).all(), name

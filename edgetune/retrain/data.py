@@ -161,7 +161,7 @@ def _operation(x: torch.Tensor, name: str, m: float) -> torch.Tensor:
     if name == "rotate":
         return TF.rotate(x, 60 * m - 30)
     if name == "colour":
-        return TF.adjust_saturation(x, 1 + 2 * (m - 0.5) * 1.8)
+        return TF.adjust_saturation(x, 1 + 1.8 * (m - 0.5))  # AutoAugment's Color: 1 ± 0.9, never negative
     if name == "grey":
         return TF.rgb_to_grayscale(x, num_output_channels=3)
     if name == "posterize":
