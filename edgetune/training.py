@@ -108,6 +108,22 @@ def accuracy(
     return (correct.double() / len(x_all)).tolist()
 
 
+@torch.no_grad()
+def hits(model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512, mixed_precision: bool = True):
+    """Whether a classifier's top-1 prediction is right, item by item (a list of 0/1, in the data's order): what
+    confidence intervals over test items resample."""
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
+    x_all, y_all = data
+    out = []
+    for start in range(0, len(x_all), batch_size):
+        x = normalize(x_all[start : start + batch_size].to(device))
+        with autocast(device, enabled=mixed_precision):
+            logits = model(x)
+        out += (logits.argmax(-1).cpu() == y_all[start : start + batch_size].cpu()).int().tolist()
+    return out
+
+
 def flush_history(pending: list[torch.Tensor], last_step: int, names: list[str]) -> list[dict[str, float]]:
     """Turn per-step metric tensors kept on the device (one (len(names),) tensor per step, ending at `last_step`)
     into history rows with one host sync, and empty the buffer."""

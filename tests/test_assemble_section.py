@@ -33,6 +33,45 @@ def test_speedup_and_claims_follow_the_measurements():
     assert [r.holds for r in worse] == [False, False, False] and worse[2].reproduced_value == "never reached"
 
 
+def test_accuracy_claims_are_decided_by_paired_intervals_over_test_items():
+    """Known answers: FT right on every item E2E gets right and on 60 more of 400 holds; a 2-item edge is
+    inconclusive; the gain that grows by 80 items at 25 % of the data holds."""
+    import numpy as np
+
+    from edgetune.runs import RunResult
+
+    def run(right):
+        return RunResult(
+            stage="x", config={}, seed=0, metrics={"accuracy": float(np.mean(right)), "test_correct": right}
+        )
+
+    e2e = [1] * 200 + [0] * 200
+    clear = [1] * 260 + [0] * 140
+    slight = [1] * 202 + [0] * 198
+    summary = pd.DataFrame(
+        {
+            "data": [1.0, 0.25],
+            "gain_pp": [15.0, 35.0],
+            "assembling_accuracy": [0.65, 0.6],
+            "e2e_accuracy": [0.5, 0.25],
+            "assembling_tflops": [1.0] * 2,
+            "e2e_tflops": [1.0] * 2,
+        }
+    )
+    small_e2e = [1] * 100 + [0] * 300
+    small_ft = [1] * 240 + [0] * 160
+    runs = {1.0: {"FT": run(clear), "E2E": run(e2e)}, 0.25: {"FT": run(small_ft), "E2E": run(small_e2e)}}
+    beats, grows, _ = ledger.claims_rows("smoke", summary, 4.0, runs)
+    assert (beats.holds, grows.holds) == (True, True)
+    assert "FT − E2E at 100 % of the data: +15.0 pp, 95 % bootstrap interval [+" in beats.note
+    assert "over 400 test items (1 seed); holds" in beats.note and "gain at 25% − gain at 100 %: +20.0 pp" in grows.note
+    runs[1.0]["FT"] = run(slight)
+    beats, _, _ = ledger.claims_rows("smoke", summary.assign(gain_pp=[0.5, 35.0]), 4.0, runs)
+    assert beats.holds is None and "inconclusive: the interval straddles 0" in beats.note
+    runs[1.0]["FT"] = run([0] * 400)
+    assert ledger.claims_rows("smoke", summary, 4.0, runs)[0].holds is False  # refuted, whatever gain_pp says
+
+
 def test_config_validation():
     assert config("smoke").depths == (2, 2) and config("gpu").model == "edge-deep"
     with pytest.raises(ValueError, match=r"depths \(2, 2\) sum to 4, but edge-small has 8 blocks"):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from edgetune.assemble.config import AssemblingConfig
 from edgetune.assemble.model import Division, assemble
-from edgetune.assemble.train import AssembleConfig, data, evaluate_accuracy, load_run, run
+from edgetune.assemble.train import AssembleConfig, data, evaluate, load_run, run
 from edgetune.profiles import pick_device
 from edgetune.runs import RunResult, cached
 from edgetune.runs.stages import stage_key
@@ -62,8 +62,8 @@ def _assembled_accuracy(cfg: AssemblingConfig, common: dict, mt_dirs: tuple[str,
     model = assemble([load_run(Path(d), ft_cfg) for d in mt_dirs], Division(cfg.depths), ft_cfg.shape, cfg.num_classes)
     _, test = data(ft_cfg)
     device = pick_device("auto")
-    acc = evaluate_accuracy(model.to(device), test, device, cfg.workers)
-    return RunResult(stage="assemble-stitched", config={}, seed=cfg.seed, metrics={"accuracy": acc}, flops=0.0)
+    scores = evaluate(model.to(device), test, device, cfg.workers)
+    return RunResult(stage="assemble-stitched", config={}, seed=cfg.seed, metrics=scores, flops=0.0)
 
 
 def cost_table(all_runs: dict[float, dict[str, RunResult]]) -> pd.DataFrame:

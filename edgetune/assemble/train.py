@@ -47,7 +47,7 @@ from edgetune.models.vit import ViTShape
 from edgetune.paths import data_dir
 from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
 from edgetune.runs.cache import checkpoint_problem, checksum_problem, content_digest, write_checksums
-from edgetune.training import accuracy, derive_seed, normalize, warmup_cosine
+from edgetune.training import derive_seed, hits, normalize, warmup_cosine
 
 PHASES = ("PT", "MT", "FT", "E2E")
 DATA = ("scenes", "imagefolder")
@@ -341,9 +341,8 @@ def _train(cfg, accelerator, model, optimizer, params, train, start, history, te
             }
         )
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            history[-1]["accuracy"] = evaluate_accuracy(
-                accelerator.unwrap_model(model), test, accelerator.device, cfg.workers
-            )
+            plain = accelerator.unwrap_model(model)
+            history[-1]["accuracy"] = evaluate(plain, test, accelerator.device, cfg.workers)["accuracy"]
             model.train()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _checkpoint(accelerator, Path(cfg.out_dir), step + 1, history)
@@ -380,10 +379,13 @@ def _checkpoint(accelerator: Accelerator, out: Path, step: int, history: list[di
             shutil.rmtree(old, ignore_errors=True)
 
 
-def evaluate_accuracy(model, test, device, workers: int = 0) -> float:
+def evaluate(model, test, device, workers: int = 0) -> dict:
+    """Top-1 accuracy on `test` and which items were right ("test_correct", in order)."""
     if isinstance(test, Dataset):
-        return streaming.loader_accuracy(model, test, device, normalize, batch_size=256, workers=workers)
-    return accuracy(model, test, device, batch_size=256, mixed_precision=False)[0]
+        right = streaming.loader_hits(model, test, device, normalize, batch_size=256, workers=workers)
+    else:
+        right = hits(model, test, device, batch_size=256, mixed_precision=False)
+    return {"accuracy": sum(right) / max(1, len(right)), "test_correct": right}
 
 
 def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -> RunResult:
@@ -400,7 +402,7 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
         },
         seed=cfg.seed,
         history=history,
-        metrics={"accuracy": evaluate_accuracy(plain, test, accelerator.device, cfg.workers)},
+        metrics=evaluate(plain, test, accelerator.device, cfg.workers),
         params_total=sum(p.numel() for p in plain.parameters()),
         params_trainable=sum(p.numel() for p in plain.parameters() if p.requires_grad),
         flops=3.0 * flops_per_image * images,

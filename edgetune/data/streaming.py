@@ -103,18 +103,18 @@ def step_loader(dataset: Dataset, batches: StepBatches, workers: int) -> DataLoa
 
 
 @torch.no_grad()
-def loader_accuracy(model, dataset: Dataset, device, normalize, *, batch_size: int = 256, workers: int = 0) -> float:
-    """Top-1 accuracy of `model` over `dataset` (deterministic transforms), streamed in batches."""
+def loader_hits(model, dataset: Dataset, device, normalize, *, batch_size: int = 256, workers: int = 0) -> list[int]:
+    """Whether `model`'s top-1 prediction is right for each item of `dataset` (deterministic transforms), in order,
+    streamed in batches."""
     model.eval()
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(), shuffle=False
     )
-    hits = total = 0
+    out = []
     for x, y in loader:
         logits = model(normalize(x).to(device, non_blocking=True))
-        hits += int((logits.argmax(-1).cpu() == y).sum())
-        total += len(y)
-    return hits / max(1, total)
+        out += (logits.argmax(-1).cpu() == y).int().tolist()
+    return out
 
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
