@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+EVALUATION_VERSION = 2  # bump when what a stage records of its test evaluation changes (2: which items were right)
+
+
 def derive_seed(seed: int, *purpose: int | str) -> int:
     """The seed of one random stream of a run: a hash of the run's seed and the stream's name and indices (e.g.
     `derive_seed(seed, "domain", i, "test")`). The one rule every section uses, so two streams never share draws by

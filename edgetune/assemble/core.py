@@ -50,7 +50,7 @@ def _phase(phase: AssembleConfig, upstream: dict[str, str], force: bool) -> tupl
     """One phase through the cache. Its key (`stage_key`): the phase's own config without its folders (the runs it
     starts from enter through their cache keys, `upstream`) and the version of the scene generator."""
     config = {k: v for k, v in asdict(phase).items() if k not in ("out_dir", "meta", "incubation", "workers")}
-    key = stage_key(config, upstream, versions=("scenes_version",))
+    key = stage_key(config, upstream, versions=("scenes_version", "evaluation"))
     return cached(
         f"assembling-{phase.phase.lower()}", key, lambda folder: run(replace(phase, out_dir=str(folder))), force=force
     )

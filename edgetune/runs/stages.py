@@ -34,6 +34,7 @@ VERSIONS: dict[str, tuple[str, str]] = {
     "tasks": ("edgetune.strato.tasks", "VERSION"),
     "tokenizer": ("edgetune.strato.lm", "TOKENIZER_VERSION"),
     "scoring": ("edgetune.strato.lm", "SCORING_VERSION"),
+    "evaluation": ("edgetune.training", "EVALUATION_VERSION"),
 }
 
 
