@@ -48,6 +48,7 @@ class Plan:
     inputs: tuple[str, ...]  # the paths (under the project) the paper profile reads; the user's are used if present
     drivers: dict[str, tuple[tuple[str, ...], ...]]  # stage → its loops (each a product of step-count fields)
     capped: dict[str, int] = field(default_factory=dict)  # fields cut to min(paper value, this) at every scale
+    repeated: tuple[str, ...] = ()  # list fields the rehearsal shortens, each repeating every stage in the paper
 
 
 def _vit_shape(scale: str) -> dict[str, int]:
@@ -222,6 +223,7 @@ PLANS: dict[str, Plan] = {
             _assembling,
             ("data/imagenet",),
             drivers={"assembling": (("phase_steps",),)},
+            repeated=("fractions",),
         ),
         Plan(
             "peft",
@@ -229,6 +231,7 @@ PLANS: dict[str, Plan] = {
             _peft,
             ("data/mmlu", "data/gsm8k", "model/llama"),
             drivers={"peft-run": (("steps",),), "strato-search": (("episodes", "proxy_steps"),)},
+            repeated=("seeds",),
         ),
     )
 }
@@ -253,7 +256,10 @@ def rehearse(
     with tempfile.TemporaryDirectory(prefix=f"rehearse-{section}-") as tmp:
         project = Path(tmp)
         placed = _project(project, plan)
-        overrides = {**plan.fixtures(project, scale, steps), **_cut(plan, paper, steps)}
+        fitted = plan.fixtures(project, scale, steps)
+        if any(p.startswith("data") for p in placed):  # the user's data: its own classes and sizes stand
+            fitted = {k: v for k, v in fitted.items() if k != "num_classes" and not k.endswith("_size")}
+        overrides = {**fitted, **_cut(plan, paper, steps)}
         log = project / "stages.jsonl"
         env = {
             "EDGETUNE_ROOT": str(project),
@@ -266,7 +272,7 @@ def rehearse(
             assignments = [f"{k}={_literal(v)}" for k, v in overrides.items()]
             status = reproduce([section], "paper", assignments, force=False, timeout=None)
         wall = time.perf_counter() - start
-        records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        records = _records(log)
         executed = project / "runs" / "notebooks"
         if executed.exists():  # kept: where a failed rehearsal says what went wrong
             shutil.copytree(executed, out / "notebooks", dirs_exist_ok=True)
@@ -276,6 +282,17 @@ def rehearse(
     write_text(out / "rehearsal.md", table(report))
     figure(report, out / "projected_gpu_hours.png")
     return report
+
+
+def _records(log: Path) -> list[dict]:
+    """The stage log's records; a line cut short (a kernel killed mid-write) is skipped."""
+    records = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def _project(project: Path, plan: Plan) -> list[str]:
@@ -337,8 +354,15 @@ def _ratio(plan: Plan, stage: str, paper, cut) -> float | None:
     def work(cfg) -> int:
         return sum(math.prod(_steps(cfg, f, stage) for f in loop) for loop in loops)
 
-    done = work(cut)
-    return work(paper) / done if done else None
+    done, full = work(cut), work(paper)
+    if done == 0:
+        return 1.0 if full == 0 else None  # a stage the paper skips too (retraining's pretrain_steps=0)
+    return full / done * _repeats(plan, paper, cut)
+
+
+def _repeats(plan: Plan, paper, cut) -> float:
+    """How many more times the paper runs every stage: more data shares (assembling), more seeds (PEFT)."""
+    return math.prod(len(getattr(paper, f)) / len(getattr(cut, f)) for f in plan.repeated)
 
 
 def _detail(key: dict) -> str:
@@ -399,7 +423,7 @@ def _report(section, scale, steps, plan, paper, cut, overrides, placed, records,
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
         "stages": rows,
         "projected_paper_hours": round(hours, 2),
-        "projected_paper_gpu_hours": round(hours * torch.cuda.device_count(), 2) if gpu else None,
+        "projected_paper_gpu_hours": round(hours, 2) if gpu else None,  # the rehearsal runs on one GPU
         "command": "edgetune rehearse " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["rehearse"] else None,
         "note": PROJECTION,
     }

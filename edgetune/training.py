@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 EVALUATION_VERSION = 2  # bump when what a stage records of its test evaluation changes (2: which items were right)
 
 

@@ -113,6 +113,7 @@ def cached(
 
 STAGE_LOG = "EDGETUNE_STAGE_LOG"  # a JSON-lines file: one record per stage computed (`edgetune rehearse` reads it)
 _OPEN: list[float] = []  # the stages being measured, innermost last
+_PEAKS: list[int] = []  # their GPU peaks before a nested stage reset the counter
 
 
 @contextlib.contextmanager
@@ -128,21 +129,24 @@ def _measured(stage: str, config: Any):
 
     gpu = torch.cuda.is_available()
     if gpu:
+        if _PEAKS:  # the enclosing stage's peak so far, which the reset below would lose
+            _PEAKS[-1] = max(_PEAKS[-1], torch.cuda.max_memory_allocated())
         torch.cuda.reset_peak_memory_stats()
+    _PEAKS.append(0)
     start = time.perf_counter()
     _OPEN.append(0.0)  # the time of the stages computed inside this one (a PEFT run's controller search)
     try:
         yield
     finally:
-        nested = _OPEN.pop()
+        nested, before = _OPEN.pop(), _PEAKS.pop()
     seconds = time.perf_counter() - start
     if _OPEN:
         _OPEN[-1] += seconds
     record = {
         "stage": stage,
         "seconds": seconds - nested,  # its own time: what nested stages took is in their own records
-        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else 0.0,
-        "peak_host_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # the process's, so far (KiB)
+        "peak_gpu_gib": max(before, torch.cuda.max_memory_allocated()) / 2**30 if gpu else 0.0,
+        "peak_host_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20),
         "key": config_dict(config),
     }
     with open(log, "a") as f:

@@ -45,8 +45,14 @@ def _against_lora(items: dict[tuple[str, str], np.ndarray], method: str, thresho
     return "gap " + "; ".join(parts), holds, note
 
 
+def _paired(items, method: str) -> bool:
+    """Whether `items` holds `method` and LoRA on every task (a profile may run without some methods)."""
+    tasks = {t for t, _ in items or {}}
+    return bool(tasks) and all((t, m) in items for t in tasks for m in (method, "LoRA"))
+
+
 def _accuracy(c: pd.DataFrame, counts: pd.Series, items) -> dict:
-    if items is None:
+    if not _paired(items, "STRATO"):
         return dict(
             reproduced_value="gap " + _per_task(c.score_gap, "+.2f", counts),
             holds=bool(c.accuracy.all()),
@@ -117,7 +123,7 @@ def claims_rows(
         ("DoRA", "+3.7 (LLaMA-7B commonsense: 78.4 vs 74.7)", "DoRA paper Table 1"),
     ):
         gaps = table[table.method == method].set_index("task").score_vs_lora
-        if items is None:
+        if not _paired(items, method):
             judged = dict(
                 reproduced_value="gap " + _per_task(gaps, "+.2f", counts),
                 holds=bool(len(gaps) and (gaps > 0).all()),
