@@ -283,3 +283,33 @@ def test_every_simulated_operation_accepts_every_magnitude(magnitude):
     for name in OPERATIONS:
         out = _operation(x, name, magnitude)
         assert out.shape == x.shape and torch.isfinite(out).all(), name
+
+
+def test_blocktrainers_lead_is_decided_by_an_interval_over_the_windows():
+    """Known answers: a steady 5-point lead over 20 windows holds, a steady 5-point deficit is refuted, a lead that
+    swings ±20 points around +2 is inconclusive (n/a, with the resolution)."""
+    import pandas as pd
+
+    from edgetune.retrain import ledger
+
+    def table(lead):
+        rows = []
+        for w, d in enumerate(lead):
+            rows += [
+                {"window": w, "method": "blocktrainer", "after": 0.5 + d / 100},
+                {"window": w, "method": "fixed", "after": 0.5},
+                {"window": w, "method": "fixed-lora", "after": 0.5},
+            ]
+        rows = pd.DataFrame(rows)
+        return rows, rows.groupby("method", as_index=False).after.mean()
+
+    quality = pd.DataFrame({"split": ["held-out"], "form": ["additive"], "r2": [0.9], "mae": [0.01]})
+    stream = {"r2": 0.8, "mae": 0.02}
+    verdicts = []
+    for lead in ([5.0] * 19 + [6.0], [-5.0] * 19 + [-6.0], [22.0, -18.0] * 10):
+        rows, averages = table(lead)
+        claim = ledger.claims_rows("smoke", averages, quality, "additive", stream, rows)[0]
+        verdicts.append(claim.holds)
+    assert verdicts == [True, False, None]
+    assert "over 20 windows (1 seed); inconclusive: the interval straddles +1" in claim.note
+    assert ledger.claims_rows("smoke", averages, quality, "additive", stream)[0].holds is True  # the mean alone: +2
