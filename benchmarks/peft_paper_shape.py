@@ -23,25 +23,6 @@ from pathlib import Path
 
 import torch
 
-LLAMA_2_7B = dict(
-    vocab_size=32000,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    max_position_embeddings=4096,
-    rms_norm_eps=1e-5,
-)
-TINY = {
-    **LLAMA_2_7B,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-}  # to check this script on a CPU in seconds
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,7 +67,7 @@ def main() -> int:
         return value, row
 
     folder = Path(args.checkpoint)
-    dims = LLAMA_2_7B if args.shape == "llama-2-7b" else TINY
+    dims = lm.LLAMA_2_7B if args.shape == "llama-2-7b" else lm.LLAMA_TINY
     made, _ = stage("make checkpoint (random weights, save_pretrained)", lambda: lm.write_random_llama(folder, dims))
     report["checkpoint"] = {**dims, **(made or {})}
     cfg = strato.config(

@@ -120,6 +120,21 @@ def verdict(estimate: Estimate, threshold: float, *, higher_is_claimed: bool = T
     return "inconclusive"
 
 
+def decide(estimate: Estimate, threshold: float, *, what: str, unit: str, over: str) -> tuple[bool | None, str]:
+    """A ledger claim "`what` is above `threshold`": True (holds), False (refuted) or None (inconclusive), and a note
+    giving the estimate, its interval, what it was resampled over and, when inconclusive, the resolution."""
+    decided = verdict(estimate, threshold)
+    seeds = f"{estimate.seeds} seed{'s' if estimate.seeds != 1 else ''}"
+    note = (
+        f"{what}: {estimate.value:+.1f} {unit}, 95 % bootstrap interval [{estimate.low:+.1f}, {estimate.high:+.1f}]"
+        f" over {estimate.items} {over} ({seeds}); {decided}"
+    )
+    if decided == "inconclusive":
+        line = "0" if threshold == 0 else f"{threshold:+g}"
+        note += f": the interval straddles {line} (resolution here ±{estimate.resolution:.1f} {unit})"
+    return {"holds": True, "refuted": False}.get(decided), note
+
+
 def within(estimate: Estimate, target: float, tolerance: float) -> str:
     """holds / refuted / inconclusive for the claim "the quantity is `target` ± `tolerance`" (a reproduction of a
     reported number): holds when the interval lies inside the band, refuted when it lies wholly outside."""

@@ -65,7 +65,8 @@ def _vit(project: Path, scale: str, num_labels: int) -> None:
         write_vit_checkpoint(folder, num_labels=num_labels, **_vit_shape(scale))
 
 
-def _motivation(project: Path, scale: str, steps: int) -> dict[str, Any]:
+def _cifar(project: Path, scale: str) -> tuple[int, int]:
+    """CIFAR-100 and a ViT-B/16 checkpoint (unless the user placed theirs); the batch size and split size."""
     from edgetune.data.fixtures import write_cifar100
 
     batch = 32 if scale == "true" else 8
@@ -73,18 +74,17 @@ def _motivation(project: Path, scale: str, steps: int) -> dict[str, Any]:
     if not (project / "data" / "cifar-100-python").exists():
         write_cifar100(project / "data", train=n, test=n)
     _vit(project, scale, 100)
+    return batch, n
+
+
+def _motivation(project: Path, scale: str, steps: int) -> dict[str, Any]:
+    batch, n = _cifar(project, scale)
     tiny = dict(num_domains=10, retrain_domains=2, latency_models=("edge-tiny",)) if scale == "tiny" else {}
     return dict(train_size=n, test_size=n, retrain_size=n, batch_size=batch, checkpoint_every=steps, **tiny)
 
 
 def _customization(project: Path, scale: str, steps: int) -> dict[str, Any]:
-    from edgetune.data.fixtures import write_cifar100
-
-    batch = 32 if scale == "true" else 8
-    n = max(batch * 2, 200)
-    if not (project / "data" / "cifar-100-python").exists():
-        write_cifar100(project / "data", train=n, test=n)
-    _vit(project, scale, 100)
+    batch, n = _cifar(project, scale)
     tiny = dict(header_channels=16, header_layers=1, header_budget=200_000) if scale == "tiny" else {}
     return dict(
         train_size=n,
@@ -142,30 +142,9 @@ def _assembling(project: Path, scale: str, steps: int) -> dict[str, Any]:
     )
 
 
-LLAMA_2_7B = dict(
-    vocab_size=32000,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    max_position_embeddings=4096,
-    rms_norm_eps=1e-5,
-)
-LLAMA_TINY = {
-    **LLAMA_2_7B,
-    "vocab_size": 1024,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-}
-
-
 def _peft(project: Path, scale: str, steps: int) -> dict[str, Any]:
     from edgetune.data.fixtures import write_gsm8k, write_mmlu
-    from edgetune.strato.lm import write_random_llama
+    from edgetune.strato.lm import LLAMA_2_7B, LLAMA_TINY, write_random_llama
 
     if not (project / "data" / "mmlu").exists():
         write_mmlu(project / "data" / "mmlu")
@@ -454,13 +433,12 @@ def table(report: dict[str, Any]) -> str:
 
 
 def figure(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Projected hours per stage, as a bar chart (a matplotlib Figure of its own: no pyplot, no backend chosen)."""
+    from matplotlib.figure import Figure
 
     rows = report["stages"]
-    fig, ax = plt.subplots(figsize=(6, 0.4 * max(3, len(rows)) + 1))
+    fig = Figure(figsize=(6, 0.4 * max(3, len(rows)) + 1))
+    ax = fig.subplots()
     ax.barh([r["stage"] for r in rows], [r["projected_hours"] for r in rows], color="#4c72b0")
     ax.invert_yaxis()
     ax.set_xlabel("projected hours of the paper profile on " + report["device"])
@@ -468,7 +446,6 @@ def figure(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120, metadata={"Software": None})
-    plt.close(fig)
     os.replace(tmp, path)
 
 

@@ -140,21 +140,25 @@ def test_score_on_all_scores_every_split_and_is_validated():
     assert (run.task.score_on, run.training.max_new_tokens) == ("all", 64)
 
 
+# what a finished PEFT run's result records besides its score (the tables read these)
+RUN_METRICS = dict(
+    params_adapter_final=100,
+    params_trainable_peak=100,
+    train_flops=1e9,
+    flops_per_step=1e7,
+    step_memory_bytes=2**20,
+    train_s=1.0,
+    schedule_s=0.0,
+    resizes=0,
+)
+
+
 def test_tables_and_claims_carry_the_item_count_beside_every_score():
     import pandas as pd
 
     from edgetune.strato import core, ledger
 
-    metrics = dict(
-        params_adapter_final=100,
-        params_trainable_peak=100,
-        train_flops=1e9,
-        flops_per_step=1e7,
-        step_memory_bytes=2**20,
-        train_s=1.0,
-        schedule_s=0.0,
-        resizes=0,
-    )
+    metrics = dict(RUN_METRICS)
     rows = []
     for task, items in (("gsm8k", 96), ("humaneval", 164)):
         for seed in (42, 43):
@@ -188,16 +192,7 @@ def test_comparisons_with_lora_are_decided_by_intervals_over_items_and_seeds(tmp
         "adalora": {s: lora[s] & (rng.random(n) < 0.3) for s in seeds},  # loses most of LoRA's hits
         "dora": {s: lora[s] ^ (rng.random(n) < 0.2) for s in seeds},  # LoRA with a fifth of its items flipped
     }
-    metrics = dict(
-        params_adapter_final=100,
-        params_trainable_peak=100,
-        train_flops=1e9,
-        flops_per_step=1e7,
-        step_memory_bytes=2**20,
-        train_s=1.0,
-        schedule_s=0.0,
-        resizes=0,
-    )
+    metrics = dict(RUN_METRICS)
     rows = []
     for method, per_seed in outcome.items():
         for seed in seeds:

@@ -11,22 +11,12 @@ from edgetune import evidence
 from edgetune.claims import Claim
 from edgetune.runs import RunResult
 
+PP = dict(unit="pp", over="test items")
+
 
 def _items(runs: dict[str, RunResult], name: str) -> np.ndarray | None:
     right = runs[name].metrics.get("test_correct")
     return None if right is None else 100.0 * np.asarray(right, dtype=float)
-
-
-def _judged(estimate: evidence.Estimate, what: str) -> tuple[bool | None, str]:
-    """holds / refuted by the interval against 0, else None with the resolution; and the interval's note."""
-    verdict = evidence.verdict(estimate, 0.0)
-    note = (
-        f"{what}: {estimate.value:+.1f} pp, 95 % bootstrap interval [{estimate.low:+.1f}, {estimate.high:+.1f}] over"
-        f" {estimate.items} test items ({estimate.seeds} seed); {verdict}"
-    )
-    if verdict == "inconclusive":
-        note += f": the interval straddles 0 (resolution here ±{estimate.resolution:.1f} pp)"
-    return {"holds": True, "refuted": False}.get(verdict), note
 
 
 def claims_rows(
@@ -41,12 +31,15 @@ def claims_rows(
     by_share = {f: {n: _items(r, n) for n in ("FT", "E2E")} for f, r in (all_runs or {}).items()}
     if 1.0 in by_share and all(v is not None for v in by_share[1.0].values()):
         ft, e2e = by_share[1.0]["FT"], by_share[1.0]["E2E"]
-        holds, why = _judged(evidence.paired_difference([ft], [e2e]), "FT − E2E at 100 % of the data")
+        holds, why = evidence.decide(
+            evidence.paired_difference([ft], [e2e]), 0.0, what="FT − E2E at 100 % of the data", **PP
+        )
         beats = dict(holds=holds, note=f"cost = training FLOPs, the meta model counted; {why}")
         smallest = min(by_share)
         if smallest < 1.0 and all(v is not None for v in by_share[smallest].values()):
             change = (by_share[smallest]["FT"] - by_share[smallest]["E2E"]) - (ft - e2e)
-            holds, why = _judged(evidence.mean([change]), f"gain at {smallest:.0%} − gain at 100 %")
+            what = f"gain at {smallest:.0%} − gain at 100 %"
+            holds, why = evidence.decide(evidence.mean([change]), 0.0, what=what, **PP)
             grows = dict(holds=holds, note=why)
     return [
         Claim(

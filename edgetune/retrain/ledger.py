@@ -30,15 +30,7 @@ def _by_windows(rows: pd.DataFrame) -> tuple[bool | None, str]:
     GAIN_MIN."""
     after = rows.pivot_table(index="window", columns="method", values="after")
     lead = 100 * (after["blocktrainer"] - after[list(BASELINES)].mean(axis=1)).to_numpy()
-    estimate = evidence.mean([lead])
-    verdict = evidence.verdict(estimate, 100 * GAIN_MIN)
-    note = (
-        f"lead per window {estimate.value:+.1f} points, 95 % bootstrap interval [{estimate.low:+.1f}, "
-        f"{estimate.high:+.1f}] over {estimate.items} windows (1 seed); {verdict}"
-    )
-    if verdict == "inconclusive":
-        note += f": the interval straddles +{100 * GAIN_MIN:.0f} (resolution here ±{estimate.resolution:.1f} points)"
-    return {"holds": True, "refuted": False}.get(verdict), note
+    return evidence.decide(evidence.mean([lead]), 100 * GAIN_MIN, what="lead per window", unit="points", over="windows")
 
 
 def _accuracy_claim(profile: str, averages: pd.DataFrame, rows: pd.DataFrame | None = None) -> Claim:

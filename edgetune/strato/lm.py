@@ -460,6 +460,27 @@ def _code_body(text: str) -> tuple[str, bool]:
     return text, False
 
 
+LLAMA_2_7B = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+)
+LLAMA_TINY = {  # the same layout at toy width, for CPU rehearsals and checks of scripts
+    **LLAMA_2_7B,
+    "vocab_size": 1024,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+}
+
+
 def write_random_llama(folder: Path, shape: dict) -> dict:
     """A random-weight Llama checkpoint of `shape` (LlamaConfig fields; bf16 safetensors) with a BPE tokenizer of its
     vocabulary size trained on the embedded corpus and the HumanEval prompts, both saved with `save_pretrained` (no
