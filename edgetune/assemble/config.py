@@ -31,6 +31,7 @@ class AssemblingConfig:
     data: str = "scenes"
     data_root: str = "imagenet"
     workers: int = 8  # DataLoader worker processes per training process (imagefolder)
+    compile: bool = False  # torch.compile each phase's forward on GPU (the same maths, faster; ignored on CPU)
 
     def __post_init__(self):
         depth = architecture(self.model).depth  # a family name or a checkpoint's architecture, trained from scratch
@@ -58,6 +59,7 @@ class AssemblingConfig:
             data=self.data,
             data_root=self.data_root,
             workers=self.workers,
+            compile=self.compile,
         )
 
     def phases(self):
@@ -127,6 +129,7 @@ PROFILES: dict[str, AssemblingConfig] = {
         eval_every=3_125,
         data="imagefolder",
         data_root="imagenet",
+        compile=True,
     ),
 }
 

@@ -49,7 +49,8 @@ def pipeline(cfg: AssemblingConfig, fraction: float, force: bool = False) -> dic
 def _phase(phase: AssembleConfig, upstream: dict[str, str], force: bool) -> tuple[RunResult, Path]:
     """One phase through the cache. Its key (`stage_key`): the phase's own config without its folders (the runs it
     starts from enter through their cache keys, `upstream`) and the version of the scene generator."""
-    config = {k: v for k, v in asdict(phase).items() if k not in ("out_dir", "meta", "incubation", "workers")}
+    how = ("out_dir", "meta", "incubation", "workers", "compile")  # where and how it runs, not what it computes
+    config = {k: v for k, v in asdict(phase).items() if k not in how}
     key = stage_key(config, upstream, versions=("scenes_version", "evaluation"))
     return cached(
         f"assembling-{phase.phase.lower()}", key, lambda folder: run(replace(phase, out_dir=str(folder))), force=force

@@ -86,6 +86,7 @@ class AssembleConfig:
     data: str = "scenes"  # or "imagefolder": data/<data_root>/train/<class>/… and …/val/<class>/…
     data_root: str = "imagenet"
     workers: int = 8  # DataLoader worker processes per training process (imagefolder)
+    compile: bool = False  # torch.compile the model's forward on GPU (the same maths; ignored on CPU)
     meta: str | None = None  # PT output dir (MT)
     incubation: tuple[str, ...] = field(default_factory=tuple)  # MT output dirs in stage order (FT)
 
@@ -238,7 +239,10 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
     train_data, test = data(cfg)  # inputs opened before the folder is claimed
     _claim(out, request, write=accelerator.is_main_process)  # every process checks, the main one records
     accelerator.wait_for_everyone()
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gpu_run = accelerator.device.type == "cuda"
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=gpu_run or None)
+    if cfg.compile and gpu_run:
+        model.compile()  # in place: the state dict keeps its keys, so checkpoints resume compiled or not
     model, optimizer = accelerator.prepare(model, optimizer)
     start, history = _resume(accelerator, out)
     history = _train(cfg, accelerator, model, optimizer, params, train_data, start, history, test)
@@ -247,7 +251,7 @@ def run(cfg: AssembleConfig, accelerator: Accelerator | None = None) -> RunResul
 
 # what may differ between the run in a folder and a request for it without changing its result (the input runs
 # enter by the content of their weights, `inputs`, not by their folders)
-_NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation", "workers")
+_NOT_RESULT = ("out_dir", "checkpoint_every", "meta", "incubation", "workers", "compile")
 REQUEST = "run.json"
 
 
@@ -323,7 +327,8 @@ def _train(cfg, accelerator, model, optimizer, params, train, start, history, te
         step_loss = torch.zeros((), device=accelerator.device)
         for _ in range(cfg.grad_accum):
             x, y = next(batches)
-            x, y = normalize(x).to(accelerator.device), y.to(accelerator.device)
+            x = normalize(x.to(accelerator.device, non_blocking=True))  # from pinned memory; normalized on the device
+            y = y.to(accelerator.device, non_blocking=True)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss = F.cross_entropy(model(x).float(), y)
