@@ -2,26 +2,30 @@
 
 Each profile has its own ledger, `figures/<profile>/claims.csv` (and a rendered `claims.md`): a section's rerun
 replaces all of that section's rows and keeps the other sections'. A claim that does not hold at a profile's scale is
-recorded as not holding — the ledger reports, it never tunes. A claim the profile cannot judge (a spread across
-seeds with one seed) is recorded as n/a, with the reason in its note. Each row names the section's figures that bear
-on it, so the reproduction report can show them beside the verdict.
+recorded as refuted — the ledger reports, it never tunes. A claim the profile cannot decide (an interval that
+straddles the threshold, or a spread across seeds with one seed) is recorded as inconclusive, with the reason in its
+note. A row decided on an estimate carries it with its 95 % interval, its sample (items, seeds), the smallest effect
+it could resolve, and the commit, device and package versions it was measured with. Each row names the section's
+figures that bear on it, so the reproduction report can show them beside the verdict.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
 from filelock import FileLock
 
+from edgetune.evidence import Estimate
 from edgetune.figures import markdown_table
 from edgetune.paths import SECTIONS, figures_dir
 from edgetune.profiles import PROFILES, check_label
 from edgetune.runs.io import write_text
 
 COLUMNS = ("section", "claim", "paper_value", "reproduced_value", "profile", "holds", "note", "figures")
-VERDICTS = {True: "yes", False: "NO", None: "n/a"}
+# each row's estimate with its 95 % interval and sample, the smallest effect it could resolve, and where it was made
+EVIDENCE = ("estimate", "ci_low", "ci_high", "unit", "items", "seeds", "detectable", "commit", "device", "versions")
+VERDICTS = {True: "holds", False: "refuted", None: "inconclusive"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class Claim:
     holds: bool | None
     note: str = ""
     figures: tuple[str, ...] = ()
+    estimate: Estimate | None = None  # the quantity the verdict is decided on, with its interval
+    unit: str = ""  # the estimate's unit ("points", "pp", "x", …)
+    device: str = ""  # where it was measured (filled in by `record` when empty)
 
     def __post_init__(self):
         if self.section not in SECTIONS:
@@ -49,14 +56,35 @@ class Claim:
         if self.holds is not None and not isinstance(self.holds, bool):
             raise TypeError(f"Claim.holds must be a bool or None, got {type(self.holds).__name__} ({self.holds!r})")
         if self.holds is None and not self.note:
-            raise ValueError(f"claim {self.claim!r} is n/a: its note must say why it cannot be judged")
+            raise ValueError(f"claim {self.claim!r} is inconclusive: its note must say why it cannot be judged")
+        if self.estimate is not None and not isinstance(self.estimate, Estimate):
+            raise TypeError(f"Claim.estimate must be an evidence.Estimate or None, got {type(self.estimate).__name__}")
+
+    def evidence(self) -> dict[str, str]:
+        """The EVIDENCE columns of this row (provenance left for `record` to fill)."""
+        e = self.estimate
+        if e is None:
+            return {name: "" for name in EVIDENCE}
+        return {
+            "estimate": f"{e.value:.4g}",
+            "ci_low": f"{e.low:.4g}",
+            "ci_high": f"{e.high:.4g}",
+            "unit": self.unit,
+            "items": str(e.items),
+            "seeds": str(e.seeds),
+            # an effect beyond the threshold by more than the interval's half-width would have been decided
+            "detectable": f"{e.resolution:.3g}",
+            "commit": "",
+            "device": self.device,
+            "versions": "",
+        }
 
 
 def load_ledger(profile: str) -> pd.DataFrame:
     """The profile's ledger (empty if it has never been run)."""
     path = figures_dir(profile) / "claims.csv"
     if not path.exists():
-        return pd.DataFrame(columns=list(COLUMNS))
+        return pd.DataFrame(columns=[*COLUMNS, *EVIDENCE])
     fix = f"restore it (`git checkout -- {path.name}` in its folder) or delete it to start this profile's ledger anew"
     try:
         ledger = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -64,14 +92,17 @@ def load_ledger(profile: str) -> pd.DataFrame:
         raise ValueError(f"{path} is not a readable claims ledger ({type(err).__name__}); {fix}") from None
     if "figures" not in ledger.columns:  # ledgers written before claims named their figures
         ledger["figures"] = ""
+    for name in EVIDENCE:  # ledgers written before rows carried their interval and provenance
+        if name not in ledger.columns:
+            ledger[name] = ""
     missing = set(COLUMNS) - set(ledger.columns)
     if missing:
         raise ValueError(f"{path} lacks columns {sorted(missing)}; expected {list(COLUMNS)}; {fix}")
     unknown = set(ledger["holds"]) - {"True", "False", ""}
     if unknown:
-        raise ValueError(f"{path}: column 'holds' has {sorted(unknown)}; expected True, False or empty (n/a)")
+        raise ValueError(f"{path}: column 'holds' has {sorted(unknown)}; expected True, False or empty (inconclusive)")
     ledger["holds"] = ledger["holds"].map({"True": True, "False": False, "": None}).astype(object)
-    return ledger[list(COLUMNS)]
+    return ledger[[*COLUMNS, *EVIDENCE]]
 
 
 def record(claims: list[Claim]) -> pd.DataFrame:
@@ -87,9 +118,12 @@ def record(claims: list[Claim]) -> pd.DataFrame:
 
 
 def _record(profile: str, claims: list[Claim], folder) -> pd.DataFrame:
-    new = pd.DataFrame(
-        [{**dataclasses.asdict(c), "figures": ";".join(c.figures)} for c in claims], columns=list(COLUMNS)
-    )
+    made = provenance()
+    rows = []
+    for c in claims:
+        row = {name: getattr(c, name) for name in COLUMNS} | c.evidence()
+        rows.append(row | {"figures": ";".join(c.figures), **{k: v for k, v in made.items() if not row.get(k)}})
+    new = pd.DataFrame(rows, columns=[*COLUMNS, *EVIDENCE])
     old = load_ledger(profile)
     keep = old[~old.section.isin(set(new.section))]  # a section's rows are all replaced: none outlive its rerun
     ledger = pd.concat([keep, new], ignore_index=True) if len(keep) else new
@@ -99,24 +133,59 @@ def _record(profile: str, claims: list[Claim], folder) -> pd.DataFrame:
     )
     csv = ledger.assign(holds=ledger.holds.map({True: "True", False: "False", None: ""}))
     write_text(folder / "claims.csv", csv.to_csv(index=False, lineterminator="\n"))
-    write_text(
-        folder / "claims.md",
-        f"# Claims ledger ({profile} profile)\n\n" + markdown_table(verdicts(ledger).drop(columns="figures")),
-    )
+    write_text(folder / "claims.md", f"# Claims ledger ({profile} profile)\n\n" + markdown_table(readable(ledger)))
     return ledger.reset_index(drop=True)
 
 
+def provenance() -> dict[str, str]:
+    """Where a row was made: the source commit, the device a section would pick, the packages that shape results."""
+    import torch
+
+    from edgetune.runs.schema import describe_device, package_versions, source_commit
+
+    versions, commit = package_versions(), source_commit() or "unknown"
+    return {
+        "commit": commit[:12] + ("+dirty" if commit.endswith("+dirty") else ""),
+        "device": describe_device("cuda" if torch.cuda.is_available() else "cpu"),
+        "versions": " ".join(f"{k}={v}" for k, v in versions.items()),
+    }
+
+
+def interval(row) -> str:
+    """'+1.0 [-1.4, +3.3] points (20 items, 1 seed)' for a row with an estimate; '' without one."""
+    if not row.get("estimate"):
+        return ""
+    low, high, value = (float(row[k]) for k in ("ci_low", "ci_high", "estimate"))
+    if low == high == value and str(row.get("items")) == "0":
+        return f"{value:+.4g} {row['unit']} (exact)".replace("  ", " ")
+    seeds = f"{row['seeds']} seed{'s' if str(row['seeds']) != '1' else ''}"
+    return f"{value:+.3g} [{low:+.3g}, {high:+.3g}] {row['unit']} ({row['items']} items, {seeds})".replace("  ", " ")
+
+
+def readable(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The ledger as a reader sees it: verdict words, the interval and detectable effect in one cell each, the
+    commit and device; package versions stay in the CSV."""
+    table = verdicts(ledger)
+    table = table.assign(
+        interval=[interval(r) for r in table.to_dict("records")],
+        detectable=[f"±{d}" if d else "" for d in table.detectable],
+    )
+    keep = ["section", "claim", "paper_value", "reproduced_value", "profile", "holds", "interval", "detectable"]
+    return table[[*keep, "note", "commit", "device"]]
+
+
 def tally(holds: list[bool | None]) -> str:
-    """'2/3' claims holding of those judged, with '(+1 n/a)' for those the profile cannot judge; '—' for none."""
+    """'2/3' claims holding of those decided, with '(+1 inconclusive)' for those the profile cannot decide; '—' for
+    none."""
     if not holds:
         return "—"
     judged = [h for h in holds if h is not None]
-    extra = f" (+{len(holds) - len(judged)} n/a)" if len(judged) < len(holds) else ""
-    return f"{sum(judged)}/{len(judged)}{extra}" if judged else f"{len(holds)} n/a"
+    extra = f" (+{len(holds) - len(judged)} inconclusive)" if len(judged) < len(holds) else ""
+    return f"{sum(judged)}/{len(judged)}{extra}" if judged else f"{len(holds)} inconclusive"
 
 
 def verdicts(ledger: pd.DataFrame) -> pd.DataFrame:
-    """The ledger with `holds` spelled as the reader sees it: yes, NO or n/a."""
+    """The ledger with `holds` spelled as the reader sees it: holds, refuted or inconclusive."""
     return ledger.assign(holds=[VERDICTS[h] for h in ledger.holds])
 
 
@@ -124,7 +193,7 @@ def format_ledger(ledger: pd.DataFrame, width: int | None = None) -> str:
     """The ledger as Markdown; `width` shortens the free-text cells for a terminal."""
     if ledger.empty:
         return "The claims ledger is empty: run `edgetune reproduce` first."
-    table = verdicts(ledger).drop(columns="figures")
+    table = readable(ledger)
     if width:
         table = table.assign(**{c: table[c].map(lambda v: _clip(v, width)) for c in ("claim", "paper_value", "note")})
         table = table.assign(reproduced_value=table.reproduced_value.map(lambda v: _clip(v, 2 * width)))
@@ -140,7 +209,7 @@ def show(ledger: pd.DataFrame, section: str):
     """One section's rows as a rendered table in a notebook (plain Markdown text elsewhere)."""
     from IPython.display import Markdown
 
-    rows = verdicts(ledger[ledger.section == section]).drop(columns=["section", "figures"])
+    rows = readable(ledger[ledger.section == section]).drop(columns=["section", "commit", "device"])
     return Markdown(markdown_table(rows.rename(columns={"holds": "holds?"})))
 
 

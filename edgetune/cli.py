@@ -1,7 +1,7 @@
 """`edgetune`: reproduce the sections (papermill), read the claims ledger, compare two reproductions.
 
     edgetune reproduce [--section S ...] [--profile P] [-p name=value ...] [--force] [--timeout SECONDS]
-    edgetune claims [--profile P] [--section S ...] [--verdict yes|NO|n/a] [--full]
+    edgetune claims [--profile P] [--section S ...] [--verdict holds|refuted|inconclusive] [--full]
     edgetune compare [RUN_A RUN_B]
     edgetune kernel
     edgetune --version
@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -103,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", type=_label, default="default", help="whose ledger: a profile or a run label <profile>+<hash>"
     )
     claims.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="only these sections")
-    claims.add_argument("--verdict", choices=("yes", "NO", "n/a"), help="only claims with this verdict")
+    claims.add_argument(
+        "--verdict", choices=("holds", "refuted", "inconclusive"), help="only claims with this verdict"
+    )
     claims.add_argument("--full", action="store_true", help="do not shorten long cells")
     cmp = sub.add_parser("compare", help="what changed between two reproductions (default: the last two)")
     cmp.add_argument(
@@ -510,12 +511,9 @@ def _now() -> str:
 
 
 def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root(), capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    from edgetune.runs.schema import source_commit  # imports torch: only when a manifest is written
+
+    return source_commit()
 
 
 if __name__ == "__main__":

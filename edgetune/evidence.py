@@ -57,9 +57,12 @@ def _seeds(scores) -> int:
     return array.shape[0] if array.ndim == 2 else 1
 
 
-def _estimate(samples: list[np.ndarray], statistic, seeds: int, confidence: float, seed: int) -> Estimate:
+def _estimate(
+    samples: list[np.ndarray], statistic, seeds: int, confidence: float, seed: int, combine=None
+) -> Estimate:
     def stratified(*parts, axis=-1):
-        return np.mean([statistic(p, axis=axis) for p in parts], axis=0)
+        per_sample = [statistic(p, axis=axis) for p in parts]
+        return combine(per_sample) if combine else np.mean(per_sample, axis=0)
 
     value = float(stratified(*samples))
     if all(np.ptp(s) == 0 for s in samples):  # no spread: the interval is the point
@@ -83,6 +86,27 @@ def mean(tasks: Sequence, *, confidence: float = CONFIDENCE, seed: int = SEED) -
     each (items,) or (seeds, items)."""
     samples = [_per_item(t) for t in tasks]
     return _estimate(samples, np.mean, min(_seeds(t) for t in tasks), confidence, seed)
+
+
+def difference(a: Sequence, b: Sequence, *, confidence: float = CONFIDENCE, seed: int = SEED) -> Estimate:
+    """Mean score of group A minus that of group B, each the mean over its own tasks, where A and B were scored on
+    different items (e.g. a clear test set against shifted domains): every task resampled on its own."""
+    if not a or not b:
+        raise ValueError(f"a difference needs tasks on both sides, got {len(a)} and {len(b)}")
+    samples = [_per_item(t) for t in (*a, *b)]
+    k = len(a)
+
+    def combine(per_sample):
+        return np.mean(per_sample[:k], axis=0) - np.mean(per_sample[k:], axis=0)
+
+    seeds = min(_seeds(t) for t in (*a, *b))
+    return _estimate(samples, np.mean, seeds, confidence, seed, combine)
+
+
+def exact(value: float) -> Estimate:
+    """A quantity with no sampling noise (a count of bytes or parameters, a modelled curve): its interval is the
+    point, and no items are resampled."""
+    return Estimate(float(value), float(value), float(value), items=0, seeds=1)
 
 
 def paired_difference(a: Sequence, b: Sequence, **kw) -> Estimate:

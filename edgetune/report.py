@@ -16,12 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from edgetune.claims import VERDICTS, load_ledger, tally
+from edgetune.claims import VERDICTS, interval, load_ledger, tally
 from edgetune.figures import markdown_table
 from edgetune.paths import SECTIONS, figures_dir, root, runs_dir
 from edgetune.runs.io import write_text
 
-MARKS = {"yes": "✅ holds", "NO": "❌ does not hold", "n/a": "➖ n/a"}
+MARKS = {"holds": "✅ holds", "refuted": "❌ refuted", "inconclusive": "➖ inconclusive"}
 VERSIONS_SHOWN = ("python", "torch", "torchvision", "timm", "transformers", "peft", "accelerate", "numpy")
 
 
@@ -65,8 +65,9 @@ def render(profile: str, folder: Path) -> str:
         "",
         f"What `edgetune reproduce --profile {profile}` measured, section by section: every claim of the papers "
         "tested here with the paper's value, the value reproduced at this profile's scale and the verdict, beside "
-        "the figures that bear on it. A claim that does not hold is reported as not holding; n/a means this "
-        "profile cannot judge it (the note says why). Regenerated on every reproduction; do not edit.",
+        "the figures that bear on it. A verdict is decided by the 95 % interval where the row has one: holds or "
+        "refuted when the whole interval lies on one side of the claim's threshold, inconclusive when it straddles "
+        "it or the profile cannot judge the claim (the note says why). Regenerated on every reproduction; do not edit.",
         "",
         "| section | status | time | budget | claims holding | reproduction |",
         "|---|---|---|---|---|---|",
@@ -119,6 +120,13 @@ def _section(section: str, entry: dict[str, Any], claims, folder: Path) -> list[
             "",
             markdown_table(pd.DataFrame({"paper": [row.paper_value], "reproduced here": [row.reproduced_value]})),
         ]
+        estimate = interval(row._asdict())
+        if estimate:
+            out += [
+                f"Decided on {estimate}; an effect more than ±{row.detectable} {row.unit} from the threshold would "
+                f"have been resolved. Measured at `{row.commit}` on {row.device}.",
+                "",
+            ]
         if row.note:
             out += [f"*{row.note}*", ""]
         for name in [n for n in row.figures.split(";") if n in figures]:

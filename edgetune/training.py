@@ -114,15 +114,28 @@ def accuracy(
 def hits(model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512, mixed_precision: bool = True):
     """Whether a classifier's top-1 prediction is right, item by item (a list of 0/1, in the data's order): what
     confidence intervals over test items resample."""
+    (out,) = output_hits(model, data, device, batch_size, mixed_precision)
+    return out
+
+
+@torch.no_grad()
+def output_hits(
+    model, data: tuple[torch.Tensor, torch.Tensor], device, batch_size: int = 512, mixed_precision: bool = True
+) -> list[list[int]]:
+    """`hits` for every output of `model` (a classifier: one list; a multi-exit model: one list per exit)."""
     if isinstance(model, nn.Module):
         model.to(device).eval()
     x_all, y_all = data
-    out = []
+    out: list[list[int]] = []
     for start in range(0, len(x_all), batch_size):
         x = normalize(x_all[start : start + batch_size].to(device))
         with autocast(device, enabled=mixed_precision):
-            logits = model(x)
-        out += (logits.argmax(-1).cpu() == y_all[start : start + batch_size].cpu()).int().tolist()
+            outputs = model(x)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        y = y_all[start : start + batch_size].cpu()
+        out = out or [[] for _ in outputs]
+        for kept, logits in zip(out, outputs, strict=True):
+            kept += (logits.argmax(-1).cpu() == y).int().tolist()
     return out
 
 

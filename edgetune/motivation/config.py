@@ -97,6 +97,7 @@ RETRAIN = Stage(
         "test_size",
     ),
     after=(TRAIN,),
+    versions=("scenes_version", "evaluation"),  # it records which test items each model got right
 )
 STAGES = (TRAIN, RETRAIN)
 

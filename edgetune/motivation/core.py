@@ -29,7 +29,7 @@ from edgetune.runs import (
     package_versions,
     save_weights,
 )
-from edgetune.training import accuracy, derive_seed, finetune
+from edgetune.training import accuracy, derive_seed, finetune, hits, output_hits
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -100,15 +100,17 @@ def energy_ratio(depth: int, total: int, c: dict = ENERGY) -> float:
 
 def depth_curve(model: EarlyExitViT, source: Source, device) -> pd.DataFrame:
     """Accuracy of each exit on the clear test set beside ACME's modelled energy ratio."""
-    acc = accuracy(model, source.test, device)
-    depth = len(acc)
-    return pd.DataFrame(
+    right = output_hits(model, source.test, device)
+    depth = len(right)
+    curve = pd.DataFrame(
         {
             "blocks": range(1, depth + 1),
-            "accuracy": acc,
+            "accuracy": [sum(r) / len(r) for r in right],
             "energy_ratio": [energy_ratio(d, depth) for d in range(1, depth + 1)],
         }
     )
+    curve.attrs["test_correct"] = right  # per exit, per test item: what the ledger's interval resamples
+    return curve
 
 
 def saturation(curve: pd.DataFrame) -> dict[str, float]:
@@ -221,22 +223,26 @@ def stream_accuracy(
     cfg: MotivationConfig, model: EarlyExitViT, source: Source, domains: list[Domain], device
 ) -> pd.DataFrame:
     """Accuracy of the deployed (last-exit) classifier on every domain of the stream, clear first."""
-    rows = []
+    rows, correct = [], []
     for i, domain in enumerate(domains):
         data = (
             source.test
             if i == 0
             else source.domain(domain, cfg.test_size, seed=derive_seed(cfg.seed, "domain", i, "test"))
         )
+        right = hits(model.vit, data, device)
+        correct.append(right)
         rows.append(
             {
                 "index": i,
                 "domain": domain.name,
                 "severity": domain.severity,
-                "accuracy": accuracy(model.vit, data, device)[0],
+                "accuracy": sum(right) / len(right),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["test_correct"] = correct  # per domain (clear first), per test item
+    return table
 
 
 # ---------------------------------------------------------------------------------------------- (e) retraining gap
@@ -275,6 +281,7 @@ def retraining_gap(
                     seed=derive_seed(cfg.seed, "retrain", i),
                     device=device,
                 )
+                right = hits(net, test, device)
                 rows.append(
                     {
                         "index": i,
@@ -282,7 +289,8 @@ def retraining_gap(
                         "model": name,
                         "params_m": count_parameters(net)[0] / 1e6,
                         "before": before,
-                        "after": accuracy(net, test, device)[0],
+                        "after": sum(right) / len(right),
+                        "after_correct": right,
                     }
                 )
         return RunResult(
@@ -297,4 +305,6 @@ def retraining_gap(
 
     result, _ = RETRAIN.run(cfg, compute, force=force)
     # an explicit column order: a cached result comes back from JSON with its keys sorted
-    return pd.DataFrame(result.history, columns=["index", "domain", "model", "params_m", "before", "after"])
+    table = pd.DataFrame(result.history, columns=["index", "domain", "model", "params_m", "before", "after"])
+    table.attrs["test_correct"] = [row["after_correct"] for row in result.history]  # per row, per test item
+    return table
