@@ -102,9 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", type=_label, default="default", help="whose ledger: a profile or a run label <profile>+<hash>"
     )
     claims.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="only these sections")
-    claims.add_argument(
-        "--verdict", choices=("holds", "refuted", "inconclusive"), help="only claims with this verdict"
-    )
+    claims.add_argument("--verdict", choices=("holds", "refuted", "inconclusive"), help="only claims with this verdict")
     claims.add_argument("--full", action="store_true", help="do not shorten long cells")
     cmp = sub.add_parser("compare", help="what changed between two reproductions (default: the last two)")
     cmp.add_argument(

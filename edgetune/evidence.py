@@ -57,9 +57,7 @@ def _seeds(scores) -> int:
     return array.shape[0] if array.ndim == 2 else 1
 
 
-def _estimate(
-    samples: list[np.ndarray], statistic, seeds: int, confidence: float, seed: int, combine=None
-) -> Estimate:
+def _estimate(samples: list[np.ndarray], statistic, seeds: int, confidence: float, seed: int, combine=None) -> Estimate:
     def stratified(*parts, axis=-1):
         per_sample = [statistic(p, axis=axis) for p in parts]
         return combine(per_sample) if combine else np.mean(per_sample, axis=0)

@@ -101,13 +101,36 @@ def _tables():
             "bytes": [40, 10, 1000],
         }
     )
-    comparison = pd.DataFrame(
-        {"head": ["Linear", "NAS (ours)", "Linear", "NAS (ours)"], "accuracy": [0.5, 0.6, 0.7, 0.72]}
+    comparison = _scored(
+        pd.DataFrame(
+            {
+                "depth": [1, 1, 2, 2],
+                "head": ["Linear", "NAS (ours)", "Linear", "NAS (ours)"],
+                "accuracy": [0.5, 0.6, 0.7, 0.72],
+            }
+        )
     )
-    gains = pd.DataFrame(
-        {"split": ["C2"] * 4, "method": ["alone", "avg", "js", "emd"], "accuracy": [0.7, 0.71, 0.72, 0.75]}
+    gains = _scored(
+        pd.DataFrame(
+            {"split": ["C2"] * 4, "method": ["alone", "avg", "js", "emd"], "accuracy": [0.7, 0.71, 0.72, 0.75]}
+        )
     )
     return selection, traffic, comparison, gains
+
+
+def _scored(table: pd.DataFrame, n: int = 1000) -> pd.DataFrame:
+    """Per-item 0/1 scores behind each row's accuracy, nested over the same items (paired): a header comparison's
+    keyed by (depth, head), personalization's by (split, method) with two devices of equal accuracy."""
+
+    def items(accuracy: float) -> list[int]:
+        return [int(i < round(accuracy * n)) for i in range(n)]
+
+    table = table.copy()
+    if "head" in table:
+        table.attrs["test_correct"] = {(r.depth, r.head): items(r.accuracy) for r in table.itertuples()}
+    else:
+        table.attrs["test_correct"] = {(r.split, r.method): [items(r.accuracy)] * 2 for r in table.itertuples()}
+    return table
 
 
 def test_claims_follow_the_measurements():
@@ -116,15 +139,30 @@ def test_claims_follow_the_measurements():
     assert rows[0].reproduced_value == "+50.0% (0.3000 vs 0.2000)"
     assert rows[1].reproduced_value.startswith("5.0% (0.00 MB vs 0.00 MB); edge↔device traffic alone 1.0%")
     assert rows[2].reproduced_value == "+6.0 pp vs Linear"
+    assert rows[1].estimate.value == pytest.approx(5.0) and rows[1].estimate.items == 0  # bytes: exact
+    assert rows[2].estimate.value == pytest.approx(6.0) and rows[2].estimate.items == 2000  # 2 depths × 1000 items
+    assert rows[3].estimate.value == pytest.approx(3.0) and rows[3].estimate.low > 0  # EMD − JS, the closest
     selection, traffic, comparison, gains = _tables()
     worse = ledger.claims_rows(
         "smoke",
         selection.assign(tradeoff=[0.2, 0.2, 0.1, 0.0]),
         traffic.assign(bytes=[400, 100, 1000]),
-        comparison.assign(accuracy=[0.6, 0.5, 0.7, 0.7]),
-        gains.assign(accuracy=[0.76, 0.71, 0.72, 0.75]),
+        _scored(comparison.assign(accuracy=[0.6, 0.5, 0.7, 0.7])),
+        _scored(gains.assign(accuracy=[0.76, 0.71, 0.72, 0.75])),
     )
     assert [r.holds for r in worse] == [False, False, False, False]
+    tied = ledger.claims_rows(
+        "smoke",
+        *_tables()[:2],
+        _scored(comparison.assign(accuracy=[0.6, 0.6, 0.7, 0.7])),
+        _scored(gains.assign(accuracy=[0.75, 0.71, 0.75, 0.75])),
+    )
+    # a tie is no win: each interval is the point 0, which straddles nothing and exceeds nothing
+    assert [r.holds for r in tied[2:]] == [None, None] and "EMD − alone +0.0 [+0.0, +0.0] inconclusive" in tied[3].note
+    unscored = gains.copy()
+    unscored.attrs.clear()
+    with pytest.raises(ValueError, match="personalization gains table has no per-item scores"):
+        ledger.claims_rows("smoke", *_tables()[:3], unscored)
 
 
 def test_config_validation():

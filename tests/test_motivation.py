@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -49,33 +50,72 @@ def test_device_fit_flags_memory_and_latency():
     assert len(device_fit(family)) == 2 * len(DEVICES)
 
 
-def _curve(acc):
-    return pd.DataFrame(
+def _items(accuracy: float, n: int = 400, seed: int = 0) -> list[int]:
+    """n per-item 0/1 scores whose mean is exactly `accuracy` (rounded to an item), in a seeded order."""
+    right = round(accuracy * n)
+    return np.random.default_rng(seed).permutation([1] * right + [0] * (n - right)).tolist()
+
+
+def _curve(acc, nested: bool = True):
+    curve = pd.DataFrame(
         {
             "blocks": range(1, len(acc) + 1),
             "accuracy": acc,
             "energy_ratio": [energy_ratio(d, len(acc)) for d in range(1, len(acc) + 1)],
         }
     )
+    n, order = 400, np.random.default_rng(1).permutation(400)
+    # nested: an item an exit gets right stays right at deeper exits (the per-item gains are then all ≥ 0)
+    curve.attrs["test_correct"] = [[int(r < round(a * n)) for r in order] for a in acc]
+    return curve
+
+
+def _shift(acc):
+    shift = pd.DataFrame({"accuracy": acc})
+    shift.attrs["test_correct"] = [_items(a, seed=i) for i, a in enumerate(acc)]
+    return shift
+
+
+def _gap(after, paired: bool = True):
+    gap = pd.DataFrame({"domain": ["a", "a", "b", "b"], "model": ["full", "compressed"] * 2, "after": after})
+    # paired: both models right on the same easiest items; otherwise each on items of its own
+    gap.attrs["test_correct"] = [_items(a, seed=2 if paired else 2 + i) for i, a in enumerate(after)]
+    return gap
 
 
 def test_claims_follow_the_measurements():
-    shift = pd.DataFrame({"accuracy": [0.9, 0.5, 0.7]})
-    gap = pd.DataFrame(
-        {"domain": ["a", "a", "b", "b"], "model": ["full", "compressed"] * 2, "after": [0.8, 0.6, 0.7, 0.7]}
-    )
-    rows = claims_rows("smoke", _curve([0.3, 0.6, 0.7, 0.72]), shift, gap)
+    rows = claims_rows("smoke", _curve([0.3, 0.6, 0.7, 0.72]), _shift([0.9, 0.5, 0.7]), _gap([0.8, 0.6, 0.7, 0.7]))
     assert [r.holds for r in rows] == [True, True, True]
     assert saturation(_curve([0.3, 0.6, 0.7, 0.72]))["gain_first_half"] == pytest.approx(0.3)
     assert rows[1].reproduced_value == "clear 0.900 → mean 0.600 over 2 domains (worst 0.500)"
     assert rows[2].reproduced_value.startswith("full 0.750 vs half-width 0.650 (gap +0.100, full ahead on 1/2")
-    flat = claims_rows(
-        "smoke",
-        _curve([0.3, 0.4, 0.5, 0.9]),
-        pd.DataFrame({"accuracy": [0.9, 0.88]}),
-        gap.assign(after=[0.7, 0.7, 0.7, 0.705]),
+    depth, shift, gap = (r.estimate for r in rows)
+    assert depth.value == pytest.approx(100 * (0.3 - 0.12)) and depth.items == 400
+    assert shift.value == pytest.approx(30.0) and shift.items == 1200 and shift.low > 5
+    assert gap.value == pytest.approx(10.0) and gap.items == 800 and gap.low > 1
+    assert all(r.unit == "points" and "95 % bootstrap interval" in r.note for r in rows)
+    refuted = claims_rows("smoke", _curve([0.3, 0.4, 0.5, 0.9]), _shift([0.9, 0.95, 0.97]), _gap([0.5, 0.8, 0.5, 0.8]))
+    assert [r.holds for r in refuted] == [False, False, False]  # gains grow; accuracy rises; compressed ahead
+    noise = claims_rows(
+        "smoke", _curve([0.3, 0.5, 0.6, 0.7]), _shift([0.9, 0.85, 0.85]), _gap([0.7, 0.7, 0.7, 0.72], paired=False)
     )
-    assert [r.holds for r in flat] == [False, False, False]  # no saturation, drop < 5 pp, gap < 1 pp
+    # equal gains, a 5-point drop and a 1-point gap (items not shared): each on its threshold, within the noise
+    assert [r.holds for r in noise] == [None, None, None]
+    assert all("inconclusive" in r.note and r.estimate.low < r.estimate.high for r in noise)
+    convex_fails = claims_rows(
+        "smoke",
+        _curve([0.3, 0.6, 0.7, 0.72]).assign(energy_ratio=[0.1, 0.5, 0.8, 1.0]),
+        _shift([0.9, 0.5]),
+        _gap([0.8, 0.6, 0.7, 0.7]),
+    )
+    assert convex_fails[0].holds is False and "not convex" in convex_fails[0].note
+
+
+def test_claims_need_per_item_scores():
+    curve = _curve([0.3, 0.6, 0.7, 0.72])
+    curve.attrs.clear()
+    with pytest.raises(ValueError, match="depth curve table has no per-item scores"):
+        claims_rows("smoke", curve, _shift([0.9, 0.5]), _gap([0.8, 0.6, 0.7, 0.7]))
 
 
 def test_config_profiles_and_validation():

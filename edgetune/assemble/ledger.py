@@ -31,16 +31,16 @@ def claims_rows(
     by_share = {f: {n: _items(r, n) for n in ("FT", "E2E")} for f, r in (all_runs or {}).items()}
     if 1.0 in by_share and all(v is not None for v in by_share[1.0].values()):
         ft, e2e = by_share[1.0]["FT"], by_share[1.0]["E2E"]
-        holds, why = evidence.decide(
-            evidence.paired_difference([ft], [e2e]), 0.0, what="FT − E2E at 100 % of the data", **PP
-        )
-        beats = dict(holds=holds, note=f"cost = training FLOPs, the meta model counted; {why}")
+        lead = evidence.paired_difference([ft], [e2e])
+        holds, why = evidence.decide(lead, 0.0, what="FT − E2E at 100 % of the data", **PP)
+        beats = dict(holds=holds, note=f"cost = training FLOPs, the meta model counted; {why}", estimate=lead, unit="pp")
         smallest = min(by_share)
         if smallest < 1.0 and all(v is not None for v in by_share[smallest].values()):
             change = (by_share[smallest]["FT"] - by_share[smallest]["E2E"]) - (ft - e2e)
             what = f"gain at {smallest:.0%} − gain at 100 %"
-            holds, why = evidence.decide(evidence.mean([change]), 0.0, what=what, **PP)
-            grows = dict(holds=holds, note=why)
+            growth = evidence.mean([change])
+            holds, why = evidence.decide(growth, 0.0, what=what, **PP)
+            grows = dict(holds=holds, note=why, estimate=growth, unit="pp")
     return [
         Claim(
             section="assembling",

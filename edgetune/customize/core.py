@@ -184,10 +184,16 @@ def header_data(cfg: CustomizeConfig, backbone: VisionTransformer, source: Sourc
 
 def fit_and_score(cfg: CustomizeConfig, head: torch.nn.Module, train, test, device) -> float:
     """Train a header on frozen features for `header_steps`, then its test accuracy."""
+    right = fit_and_hit(cfg, head, train, test, device)
+    return sum(right) / max(len(right), 1)
+
+
+def fit_and_hit(cfg: CustomizeConfig, head: torch.nn.Module, train, test, device) -> list[int]:
+    """Train a header on frozen features for `header_steps`, then which test items it gets right."""
     train_head(
         head, *train, steps=cfg.header_steps, lr=cfg.header_lr, batch_size=cfg.batch_size, seed=cfg.seed, device=device
     )
-    return dev.evaluate(head, *test, device=device)
+    return dev.test_hits(head, *test, device=device)
 
 
 def edge_header(cfg: CustomizeConfig, backbone: VisionTransformer, source: Source, device):
@@ -218,7 +224,7 @@ def edge_header(cfg: CustomizeConfig, backbone: VisionTransformer, source: Sourc
 def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Source, arch, device) -> pd.DataFrame:
     """Linear, MLP, Mixer, CNN-projection and the searched cell header on sub-backbones of every depth (full
     width), each trained for the same steps on the same frozen features (ACME's header-vs-backbone-size figure)."""
-    rows = []
+    rows, correct = [], {}
     for depth in DEPTHS:
         spec = snap(vit, 1.0, depth)
         backbone = extract_subnet(vit, spec)
@@ -231,7 +237,9 @@ def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Sour
         for name, make in makers.items():
             with seeded_rng(derive_seed(cfg.seed, "header", name), device):  # the same start at every depth
                 head = make(*dims)
-                accuracy = fit_and_score(cfg, head, train, test, device)
+                right = fit_and_hit(cfg, head, train, test, device)
+            correct[(spec.depth, name)] = right
+            accuracy = sum(right) / max(len(right), 1)
             rows.append(
                 {
                     "depth": spec.depth,
@@ -241,7 +249,9 @@ def header_comparison(cfg: CustomizeConfig, vit: VisionTransformer, source: Sour
                     "accuracy": accuracy,
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["test_correct"] = correct  # (depth, head) → per test item; every head sees the same items
+    return table
 
 
 # ---------------------------------------------------------------------------------------------- device
@@ -280,7 +290,7 @@ def personalization(
     """Every personalization method on every split. Returns per-(split, method, device) final accuracies, the
     edge's mixing matrices, and each (split, method)'s Network (importance and statistics traffic)."""
     feats = features(backbone, pool[0], device)  # each device computes its own features locally
-    rows, weights, networks = [], {}, {}
+    rows, weights, networks, correct = [], {}, {}, {}
     for setting in cfg.splits:
         splits = dev.make_devices(pool[1], setting, cfg.num_devices, fraction=cfg.device_fraction, seed=cfg.seed)
         data = dev.device_data(feats, pool[1], splits)
@@ -299,9 +309,12 @@ def personalization(
                 device=device,
             )
             final = result.final.assign(split=setting, method=method)
+            correct[(setting, method)] = result.final.attrs["test_correct"]
             rows.append(final)
             weights[(setting, method)], networks[(setting, method)] = result.weights, network
-    return pd.concat(rows, ignore_index=True), weights, networks
+    final = pd.concat(rows, ignore_index=True)
+    final.attrs["test_correct"] = correct  # (split, method) → per device, per test item
+    return final, weights, networks
 
 
 def communication(model_traffic: Network, device_traffic: Network, pool, splits, backbone, head) -> pd.DataFrame:
@@ -375,7 +388,9 @@ def personalization_gains(final: pd.DataFrame) -> pd.DataFrame:
     mean = final.groupby(["split", "method"], as_index=False)["accuracy"].mean()
     reference = mean[mean.method == "none"].set_index("split")["accuracy"]
     mean["gain_pp"] = 100 * (mean.accuracy - mean.split.map(reference))
-    return mean[mean.method != "none"].reset_index(drop=True)
+    gains = mean[mean.method != "none"].reset_index(drop=True)
+    gains.attrs["test_correct"] = final.attrs.get("test_correct", {})
+    return gains
 
 
 def mixing_tables(weights: dict, split: str) -> dict[str, pd.DataFrame]:

@@ -215,12 +215,19 @@ def taylor_importance(
 @torch.no_grad()
 def evaluate(header: nn.Module, feats: torch.Tensor, labels: torch.Tensor, *, device="cpu", batch_size=256) -> float:
     """Top-1 accuracy on a device's own local test split (ACME's per-client `val_acc`)."""
+    right = test_hits(header, feats, labels, device=device, batch_size=batch_size)
+    return sum(right) / max(len(labels), 1)
+
+
+@torch.no_grad()
+def test_hits(header: nn.Module, feats: torch.Tensor, labels: torch.Tensor, *, device="cpu", batch_size=256):
+    """Whether the header is right on each item of a device's test split (0/1, in order)."""
     header.to(device).eval()
-    correct = sum(
-        (header(feats[i : i + batch_size].to(device)).argmax(-1) == labels[i : i + batch_size].to(device)).sum().item()
-        for i in range(0, len(labels), batch_size)
-    )
-    return correct / max(len(labels), 1)
+    out: list[int] = []
+    for i in range(0, len(labels), batch_size):
+        logits = header(feats[i : i + batch_size].to(device))
+        out += (logits.argmax(-1).cpu() == labels[i : i + batch_size].cpu()).int().tolist()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- similarity (edge)
@@ -433,6 +440,10 @@ def personalize(
                 rows.append(_row(method, k, r, h, d, device, res.loss))
     history = pd.DataFrame(rows)
     final = history[history["round"] == rounds].drop(columns=["round", "train_loss"]).reset_index(drop=True)
+    # which test items each device's final header gets right: what the ledger's intervals resample
+    final.attrs["test_correct"] = [
+        test_hits(h, d.test_x, d.test_y, device=device) for h, d in zip(headers, device_data, strict=True)
+    ]
     return Personalization(history, final, mix)
 
 

@@ -16,7 +16,7 @@ def _per_task(values: pd.Series, fmt: str, items: pd.Series | None = None) -> st
 
 
 def _stability(c: pd.DataFrame) -> bool | None:
-    """None (n/a) unless every task ran at least two seeds: one seed has no spread to judge."""
+    """None (inconclusive) unless every task ran at least two seeds: one seed has no spread to judge."""
     if len(c) == 0 or (c.seeds < 2).any():
         return None
     return bool(c.stability.all())
@@ -42,7 +42,10 @@ def _against_lora(items: dict[tuple[str, str], np.ndarray], method: str, thresho
     )
     if holds is None:
         note += f"; inconclusive: an interval straddles {threshold:+g} (resolution here ±{max(widths):.1f} points)"
-    return "gap " + "; ".join(parts), holds, note
+    tasks = list(dict.fromkeys(t for t, _ in items))
+    overall = evidence.paired_difference([items[t, method] for t in tasks], [items[t, "LoRA"] for t in tasks])
+    note += f"; over all tasks (stratified): {overall.value:+.2f} [{overall.low:+.2f}, {overall.high:+.2f}]"
+    return "gap " + "; ".join(parts), holds, note, overall
 
 
 def _paired(items, method: str) -> bool:
@@ -58,8 +61,8 @@ def _accuracy(c: pd.DataFrame, counts: pd.Series, items) -> dict:
             holds=bool(c.accuracy.all()),
             note="points, mean over seeds; must hold on every task",
         )
-    value, holds, note = _against_lora(items, "STRATO", -0.5)
-    return dict(reproduced_value=value, holds=holds, note=note)
+    value, holds, note, overall = _against_lora(items, "STRATO", -0.5)
+    return dict(reproduced_value=value, holds=holds, note=note, estimate=overall, unit="points")
 
 
 def claims_rows(
@@ -106,7 +109,7 @@ def claims_rows(
             + (
                 ""
                 if (c.seeds >= 2).all()
-                else f"; n/a: the profile runs {int(c.seeds.min())} seed, judging a spread needs 2"
+                else f"; inconclusive: the profile runs {int(c.seeds.min())} seed, judging a spread needs 2"
             ),
         ),
         Claim(
@@ -116,6 +119,9 @@ def claims_rows(
             reproduced_value=f"{controller_parameters:,}",
             profile=profile,
             holds=bool(0 < controller_parameters <= 500_000),
+            note="a count, not a sample: no interval",
+            estimate=evidence.exact(controller_parameters),
+            unit="parameters",
         ),
     ]
     for method, paper, note in (
@@ -130,8 +136,8 @@ def claims_rows(
                 note=f"{note}; points, mean over seeds; must hold on every task",
             )
         else:
-            value, holds, why = _against_lora(items, method, 0.0)
-            judged = dict(reproduced_value=value, holds=holds, note=f"{note}; {why}")
+            value, holds, why, overall = _against_lora(items, method, 0.0)
+            judged = dict(reproduced_value=value, holds=holds, note=f"{note}; {why}", estimate=overall, unit="points")
         rows.append(
             Claim(
                 section="peft",
