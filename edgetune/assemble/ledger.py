@@ -33,7 +33,9 @@ def claims_rows(
         ft, e2e = by_share[1.0]["FT"], by_share[1.0]["E2E"]
         lead = evidence.paired_difference([ft], [e2e])
         holds, why = evidence.decide(lead, 0.0, what="FT − E2E at 100 % of the data", **PP)
-        beats = dict(holds=holds, note=f"cost = training FLOPs, the meta model counted; {why}", estimate=lead, unit="pp")
+        beats = dict(
+            holds=holds, note=f"cost = training FLOPs, the meta model counted; {why}", estimate=lead, unit="pp"
+        )
         smallest = min(by_share)
         if smallest < 1.0 and all(v is not None for v in by_share[smallest].values()):
             change = (by_share[smallest]["FT"] - by_share[smallest]["E2E"]) - (ft - e2e)
