@@ -171,7 +171,7 @@ def readable(ledger: pd.DataFrame) -> pd.DataFrame:
         detectable=[f"±{d}" if d else "" for d in table.detectable],
     )
     keep = ["section", "claim", "paper_value", "reproduced_value", "profile", "holds", "interval", "detectable"]
-    return table[[*keep, "note", "commit", "device"]]
+    return table[[*keep, "note", "commit", "device"]].rename(columns={"holds": "verdict"})
 
 
 def tally(holds: list[bool | None]) -> str:
@@ -210,7 +210,7 @@ def show(ledger: pd.DataFrame, section: str):
     from IPython.display import Markdown
 
     rows = readable(ledger[ledger.section == section]).drop(columns=["section", "commit", "device"])
-    return Markdown(markdown_table(rows.rename(columns={"holds": "holds?"})))
+    return Markdown(markdown_table(rows))
 
 
 def _clip(text: str, width: int) -> str:

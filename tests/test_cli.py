@@ -149,8 +149,8 @@ def test_reproduce_runs_a_notebook_and_writes_manifest_report_and_summary(projec
     assert any(line.endswith("as " + label + ' (overrides: {"train_steps": 4})') for line in summary), out
     assert f"report:   figures/{label}/REPORT.md" in out
     report = (project / "figures" / label / "REPORT.md").read_text()
-    assert "| [motivation](#motivation) | ok |" in report and "| 1/1 (+1 n/a) |" in report
-    assert "### ✅ holds: c1" in report and "### ➖ n/a: c2" in report and "*needs two seeds*" in report
+    assert "| [motivation](#motivation) | ok |" in report and "| 1/1 (+1 inconclusive) |" in report
+    assert "### ✅ holds: c1" in report and "### ➖ inconclusive: c2" in report and "*needs two seeds*" in report
     assert "Parameters set on top of the profile: `train_steps=4`" in report
     assert f"[`runs/notebooks/{label}/01_motivation.ipynb`](../../runs/notebooks/{label}/01_motivation.ipynb)" in report
     assert "| [customization](#customization) | not run here |" in report
@@ -178,7 +178,7 @@ def test_compare_shows_what_changed_between_two_reproductions(project, capsys):
     text = capsys.readouterr().out
     assert text.startswith(f"# {first['id']} → {second['id']}")
     assert "| motivation | ok → ok |" in text and "| 1 | 1 |" in text
-    assert "- c1: yes → NO; 3 → 7" in text and "- `f.csv` changed" in text
+    assert "- c1: holds → refuted; 3 → 7" in text and "- `f.csv` changed" in text
     assert main(["compare", first["id"], "nope"]) == 2
     assert "no reproduction 'nope'" in capsys.readouterr().err
 
@@ -204,7 +204,7 @@ def test_claims_command_filters_the_ledger(capsys):
     assert main(["claims"]) == 0
     assert "No claims match in " in (out := capsys.readouterr().out) and "figures/default/claims.csv (run" in out
     record([Claim("motivation", "m" * 80, "p", "r", "smoke", True), Claim("peft", "q", "p", "r", "smoke", False)])
-    assert main(["claims", "--profile", "smoke", "--verdict", "NO"]) == 0
+    assert main(["claims", "--profile", "smoke", "--verdict", "refuted"]) == 0
     out = capsys.readouterr().out
     assert "| peft | q |" in out and "| motivation |" not in out
     assert main(["claims", "--profile", "smoke", "--section", "motivation"]) == 0
@@ -301,9 +301,9 @@ def test_claims_verdict_filter_knows_na(capsys):
     record(
         [Claim("peft", "spread", "p", "r", "smoke", None, note="one seed"), Claim("peft", "q", "p", "r", "smoke", True)]
     )
-    assert main(["claims", "--profile", "smoke", "--verdict", "n/a"]) == 0
+    assert main(["claims", "--profile", "smoke", "--verdict", "inconclusive"]) == 0
     out = capsys.readouterr().out
-    assert "| peft | spread |" in out and "| n/a |" in out and "| peft | q |" not in out
+    assert "| peft | spread |" in out and "| inconclusive |" in out and "| peft | q |" not in out
 
 
 def test_none_is_never_the_string_none():

@@ -75,7 +75,11 @@ def test_executed_notebook_shows_every_saved_figure_and_no_error(smoke, section)
     noisy = [o.text for o in outputs if o.output_type == "stream" and WARNING.search(o.text)]
     assert not noisy, f"{executed} prints warnings: {noisy[:3]}"
     assert nb.metadata.kernelspec.name == "edgetune"
-    claims = [o for o in outputs if "text/markdown" in o.get("data", {}) and "holds?" in o.data["text/markdown"]]
+    claims = [
+        o
+        for o in outputs
+        if "text/markdown" in o.get("data", {}) and "| verdict | interval |" in o.data["text/markdown"]
+    ]
     assert len(claims) == 1, "the claims are shown once, as a rendered table"
 
 

@@ -70,11 +70,13 @@ def test_each_profile_keeps_its_own_ledger_and_a_rerun_replaces_its_section():
     assert claims.load_ledger("default").reproduced_value.tolist() == ["0.9"]
     md = (figures_dir("smoke") / "claims.md").read_text()
     assert md.startswith("# Claims ledger (smoke profile)")
-    assert (md.count("| yes |"), md.count("| NO |"), md.count("| n/a |")) == (2, 1, 1)  # c1 and peft's row
+    assert (md.count("| holds |"), md.count("| refuted |"), md.count("| inconclusive |")) == (2, 1, 1)
     csv = (figures_dir("smoke") / "claims.csv").read_text().splitlines()
-    assert csv[0] == "section,claim,paper_value,reproduced_value,profile,holds,note,figures"
-    assert csv[3] == "motivation,c3,paper,0.5,smoke,,one seed,"
-    assert claims.tally([True, False, None]) == "1/2 (+1 n/a)" and claims.tally([None]) == "1 n/a"
+    assert csv[0] == ",".join(claims.COLUMNS + claims.EVIDENCE)
+    assert csv[3].startswith("motivation,c3,paper,0.5,smoke,,one seed," + "," * 7)  # no estimate: 7 empty cells
+    commit, device, versions = next(csv_rows(figures_dir("smoke") / "claims.csv"))[-3:]
+    assert commit and device and "torch=" in versions  # every row says where it was made
+    assert claims.tally([True, False, None]) == "1/2 (+1 inconclusive)" and claims.tally([None]) == "1 inconclusive"
     assert claims.tally([]) == "—" and claims.tally([True, True]) == "2/2"
     with pytest.raises(ValueError, match="one profile at a time, got \\['default', 'smoke'\\]"):
         claims.record([_claim("c1"), _claim("c1", profile="default")])
@@ -87,9 +89,38 @@ def test_claim_validation():
         _claim(profile="tiny")
     with pytest.raises(TypeError, match="Claim.holds must be a bool or None, got str"):
         Claim("motivation", "c", "p", "r", "smoke", "yes")
-    with pytest.raises(ValueError, match="is n/a: its note must say why"):
+    with pytest.raises(ValueError, match="is inconclusive: its note must say why"):
         _claim(holds=None)
     assert claims.format_ledger(claims.load_ledger("smoke")).startswith("The claims ledger is empty")
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        rows = csv.reader(f)
+        next(rows)
+        yield from rows
+
+
+def test_a_row_with_an_estimate_carries_its_interval_sample_and_provenance(monkeypatch):
+    from edgetune import evidence
+    from edgetune.runs import schema
+
+    monkeypatch.setattr(schema, "source_commit", lambda: "0123456789abcdef0123+dirty")
+    estimate = evidence.Estimate(1.0, -1.4, 3.3, items=20, seeds=3)
+    claims.record(
+        [
+            Claim("motivation", "c1", "p", "r", "smoke", None, note="straddles", estimate=estimate, unit="points"),
+            Claim("motivation", "c2", "p", "r", "smoke", True, estimate=evidence.exact(42), unit="bytes"),
+        ]
+    )
+    row = claims.load_ledger("smoke").iloc[0]
+    assert [row[k] for k in ("estimate", "ci_low", "ci_high", "items", "seeds")] == ["1", "-1.4", "3.3", "20", "3"]
+    assert row.detectable == "2.35" and row.unit == "points" and row.commit == "0123456789ab+dirty"
+    md = (figures_dir("smoke") / "claims.md").read_text()
+    assert "| +1 [-1.4, +3.3] points (20 items, 3 seeds) | ±2.35 |" in md
+    assert "| +42 bytes (exact) | ±0 |" in md and "0123456789ab+dirty" in md
 
 
 def test_a_corrupt_ledger_verdict_is_refused():
