@@ -101,6 +101,32 @@ def difference(a: Sequence, b: Sequence, *, confidence: float = CONFIDENCE, seed
     return _estimate(samples, np.mean, seeds, confidence, seed, combine)
 
 
+def clustered(clusters: Sequence[tuple[np.ndarray, ...]], statistic, *, confidence=CONFIDENCE, seed=SEED) -> Estimate:
+    """`statistic(*arrays)` over every point, with a 95 % interval from resampling whole clusters with replacement
+    (the points of a cluster — a simulated run's learning curve, say — are not independent of each other).
+    `clusters`: per cluster, a tuple of equal-length arrays (e.g. measured, predicted)."""
+    if len(clusters) < 2:
+        raise ValueError(f"a clustered interval needs at least 2 clusters, got {len(clusters)}")
+
+    def pooled(index, axis=-1):
+        picked = [clusters[int(i)] for i in np.atleast_1d(index)]
+        return statistic(*(np.concatenate(parts) for parts in zip(*picked, strict=True)))
+
+    value = float(pooled(np.arange(len(clusters))))
+    result = stats.bootstrap(
+        (np.arange(len(clusters)),),
+        pooled,
+        confidence_level=confidence,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        vectorized=False,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    items = sum(len(c[0]) for c in clusters)
+    return Estimate(value, float(low), float(high), items, seeds=1, confidence=confidence)
+
+
 def exact(value: float) -> Estimate:
     """A quantity with no sampling noise (a count of bytes or parameters, a modelled curve): its interval is the
     point, and no items are resampled."""
@@ -142,18 +168,22 @@ def verdict(estimate: Estimate, threshold: float, *, higher_is_claimed: bool = T
     return "inconclusive"
 
 
-def decide(estimate: Estimate, threshold: float, *, what: str, unit: str, over: str) -> tuple[bool | None, str]:
+def decide(
+    estimate: Estimate, threshold: float, *, what: str, unit: str, over: str, digits: int = 1
+) -> tuple[bool | None, str]:
     """A ledger claim "`what` is above `threshold`": True (holds), False (refuted) or None (inconclusive), and a note
     giving the estimate, its interval, what it was resampled over and, when inconclusive, the resolution."""
     decided = verdict(estimate, threshold)
     seeds = f"{estimate.seeds} seed{'s' if estimate.seeds != 1 else ''}"
+    unit = f" {unit}" if unit else ""
+    d = digits
     note = (
-        f"{what}: {estimate.value:+.1f} {unit}, 95 % bootstrap interval [{estimate.low:+.1f}, {estimate.high:+.1f}]"
-        f" over {estimate.items} {over} ({seeds}); {decided}"
+        f"{what}: {estimate.value:+.{d}f}{unit}, 95 % bootstrap interval [{estimate.low:+.{d}f}, "
+        f"{estimate.high:+.{d}f}] over {estimate.items} {over} ({seeds}); {decided}"
     )
     if decided == "inconclusive":
         line = "0" if threshold == 0 else f"{threshold:+g}"
-        note += f": the interval straddles {line} (resolution here ±{estimate.resolution:.1f} {unit})"
+        note += f": the interval straddles {line} (resolution here ±{estimate.resolution:.{d}f}{unit})"
     return {"holds": True, "refuted": False}.get(decided), note
 
 

@@ -313,3 +313,40 @@ def test_blocktrainers_lead_is_decided_by_an_interval_over_the_windows():
     assert verdicts == [True, False, None]
     assert "over 20 windows (1 seed); inconclusive: the interval straddles +1" in claim.note
     assert ledger.claims_rows("smoke", averages, quality, "additive", stream)[0].holds is True  # the mean alone: +2
+
+
+def test_the_law_claim_is_decided_by_an_interval_over_held_out_trials():
+    """Known answers: predictions within 0.01 of 10 trials' curves hold (R² ≈ 1), predictions that ignore the
+    trials refute (R² ≤ 0), and a law right on one trial and wrong on the other of two is inconclusive."""
+    import numpy as np
+    import pandas as pd
+
+    from edgetune import evidence
+    from edgetune.retrain import ledger
+
+    rng = np.random.default_rng(0)
+
+    def quality(trials: int, noise: float, flat: bool = False):
+        points = []
+        for t in range(trials):
+            measured = 0.2 + 0.06 * t + 0.1 * np.linspace(0, 1, 11)  # trials differ: that is the variance to explain
+            predicted = np.full(11, 0.5) if flat else measured + rng.normal(0, noise, 11)
+            points.append(pd.DataFrame({"trial": t, "measured": measured, "predicted": predicted}))
+        table = pd.DataFrame({"split": ["held-out"], "form": ["additive"], "r2": [0.0], "mae": [0.0]})
+        table.attrs["held_out"] = {"additive": pd.concat(points, ignore_index=True)}
+        return table
+
+    stream = {"r2": 0.0, "mae": 0.0}
+    good = ledger._law_claim("smoke", quality(10, 0.01), "additive", stream)
+    bad = ledger._law_claim("smoke", quality(10, 0.0, flat=True), "additive", stream)
+    assert (good.holds, bad.holds) == (True, False)
+    assert good.estimate.low > 0.5 and good.estimate.items == 110 and good.unit == "R²"
+    assert bad.estimate.high < 0.5 and "points of 10 held-out trials, resampled by trial" in bad.note
+    # two trials: one predicted exactly, the other flat
+    mixed = quality(2, 0.0)
+    points = mixed.attrs["held_out"]["additive"]
+    points.loc[points.trial == 1, "predicted"] = 0.9
+    noisy = ledger._law_claim("smoke", mixed, "additive", stream)
+    assert noisy.holds is None and noisy.estimate.low < 0.5 < noisy.estimate.high
+    with pytest.raises(ValueError, match="at least 2 clusters, got 1"):
+        evidence.clustered([(np.ones(3), np.ones(3))], lambda a, b: 0.0)

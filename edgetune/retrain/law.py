@@ -218,7 +218,18 @@ def compare_forms(
         for form, law in laws.items()
         for split, part in (("train", train), ("held-out", held))
     ]
-    return laws, pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # the held-out points themselves, per form, for an interval over held-out trials (`evidence.clustered`)
+    table.attrs["held_out"] = {form: held_out_predictions(law, held) for form, law in laws.items()}
+    return laws, table
+
+
+def held_out_predictions(law: ScalingLaw, points: pd.DataFrame) -> pd.DataFrame:
+    """(trial, measured, predicted) for every point."""
+    q, compressed, stats, acc = _columns(points, law.num_blocks, law.stat_names)
+    return pd.DataFrame(
+        {"trial": points["trial"].to_numpy(), "measured": acc, "predicted": law._evaluate(q, compressed, stats)}
+    )
 
 
 def choose_form(table: pd.DataFrame) -> str:
