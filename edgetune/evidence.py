@@ -101,6 +101,26 @@ def difference(a: Sequence, b: Sequence, *, confidence: float = CONFIDENCE, seed
     return _estimate(samples, np.mean, seeds, confidence, seed, combine)
 
 
+def over_items(n: int, statistic, *, resamples: int = RESAMPLES, confidence=CONFIDENCE, seed=SEED) -> Estimate:
+    """`statistic(indices)` of a whole procedure run on the items at `indices` (every item: `np.arange(n)`), with a
+    95 % interval from re-running it on resampled items: for estimates that are not a mean of per-item scores (a
+    fitted surface and the choice made on it, say)."""
+    if n < 2:
+        raise ValueError(f"resampling items needs at least 2 items, got {n}")
+    value = float(statistic(np.arange(n)))
+    result = stats.bootstrap(
+        (np.arange(n),),
+        lambda index, axis=-1: statistic(np.asarray(index, dtype=int)),
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        vectorized=False,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return Estimate(value, float(low), float(high), n, seeds=1, confidence=confidence)
+
+
 def clustered(clusters: Sequence[tuple[np.ndarray, ...]], statistic, *, confidence=CONFIDENCE, seed=SEED) -> Estimate:
     """`statistic(*arrays)` over every point, with a 95 % interval from resampling whole clusters with replacement
     (the points of a cluster — a simulated run's learning curve, say — are not independent of each other).

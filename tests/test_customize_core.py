@@ -165,6 +165,20 @@ def test_claims_follow_the_measurements():
         ledger.claims_rows("smoke", *_tables()[:3], unscored)
 
 
+def test_pfg_is_decided_by_the_interval_of_the_resampled_selection():
+    from edgetune import evidence
+
+    selection = _tables()[0]
+    verdicts = []
+    for low, value, high in ((2.0, 5.0, 8.0), (-8.0, -5.0, -2.0), (-3.0, 1.0, 5.0)):
+        selection.attrs["tradeoff_gain"] = evidence.Estimate(value, low, high, items=80, seeds=1)
+        verdicts.append(ledger._pfg("smoke", selection).holds)
+    assert verdicts == [True, False, None]
+    selection.attrs.clear()  # without per-item scores: the point estimate, and the note says so
+    row = ledger._pfg("smoke", selection)
+    assert row.holds is True and row.estimate is None and "a point estimate" in row.note
+
+
 def test_config_validation():
     assert config("smoke").model == "edge-tiny"
     with pytest.raises(ValueError, match="num_devices=3: ACME's splits need at least 5 devices"):

@@ -4,6 +4,7 @@ tiny fixtures written in the real formats, through the same functions the notebo
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 
@@ -90,6 +91,12 @@ def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
     grid = core.accuracy_grid(supernet, source, dev)
     assert len(grid) == 16 and grid.params.max() == runs["acme-finetune"].params_total
     selection = core.select_backbones(grid, supernet, cfg)
+    kept = grid.attrs["test_correct"]
+    assert len(kept) == 16 and {len(v) for v in kept.values()} == {80}  # every sub-network, every test item
+    assert sum(kept[(1.0, 1.0)]) / 80 == grid.set_index(["width", "depth"]).accuracy[(1.0, 1.0)]
+    gain, by = selection.attrs["tradeoff_gain"], selection.set_index("method").tradeoff
+    assert gain.items == 80 and gain.value == pytest.approx(100 * (by["pfg"] - by["highest_accuracy"]))
+    assert gain.low <= gain.value <= gain.high
     backbone = core.extract_subnet(supernet, core.snap(supernet, selection.width[0], selection.depth[0]))
     search, header, _ = core.edge_header(cfg, backbone, source, dev)
     assert search.params <= cfg.header_budget
@@ -105,3 +112,5 @@ def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
         "paper", selection, traffic, core.header_comparison(cfg, supernet, source, search.arch, dev), gains
     )
     assert [r.section for r in rows] == ["customization"] * 4
+    assert rows[0].estimate is gain and rows[0].unit == "points"  # PFG decided on the resampled selection
+    assert rows[2].estimate.items == 80 * len(core.DEPTHS)  # NAS vs each head: 80 test items at every depth

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pandas as pd
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from edgetune import evidence
 from edgetune.customize import comm, edge, heads
 from edgetune.customize import device as dev
 from edgetune.customize.comm import Network
@@ -31,7 +33,7 @@ from edgetune.paths import runs_dir
 from edgetune.runs import (
     count_parameters,
 )
-from edgetune.training import accuracy, derive_seed, normalize, seeded_rng
+from edgetune.training import derive_seed, hits, normalize, seeded_rng
 
 # ---------------------------------------------------------------------------------------------- data and model
 # Devices see their own conditions: their pool is rendered under a mild shift of the cloud's clear scenes.
@@ -57,17 +59,21 @@ def sources(cfg: CustomizeConfig) -> tuple[Source, tuple[torch.Tensor, torch.Ten
 # ---------------------------------------------------------------------------------------------- cloud
 def accuracy_grid(vit: VisionTransformer, source: Source, device) -> pd.DataFrame:
     """Accuracy (the supernet's own CLS head), parameters and forward FLOPs of every (width, depth) sub-network."""
-    rows = []
+    rows, correct = [], {}
     size = vit.patch_embed.img_size[0]
     for spec in all_specs():
-        acc = accuracy(lambda x, s=spec: supernet_forward(vit, x, s), source.test, device)[0]
+        right = hits(lambda x, s=spec: supernet_forward(vit, x, s), source.test, device)
+        correct[(spec.width, spec.depth)] = right
+        acc = sum(right) / len(right)
         sub = extract_subnet(vit, spec)
         params, _ = count_parameters(sub)
         flops = forward_flops(sub.eval(), torch.rand(1, 3, size, size, device=sub.cls_token.device))
         rows.append(
             {"width": spec.width, "depth": spec.depth, "accuracy": acc, "params": params, "gflops": flops / 1e9}
         )
-    return pd.DataFrame(rows)
+    grid = pd.DataFrame(rows)
+    grid.attrs["test_correct"] = correct  # (width, depth) → per test item: what the selection's interval resamples
+    return grid
 
 
 # ---------------------------------------------------------------------------------------------- edge
@@ -88,26 +94,39 @@ def realizable_grid(vit: VisionTransformer) -> tuple[list[float], list[float]]:
     return [k / heads for k in range(1, heads + 1)], [k / layers for k in range(1, layers + 1)]
 
 
+PFG_RESAMPLES = 1_000  # each one refits the accuracy surface and remakes both choices
+
+
 def select_backbones(grid: pd.DataFrame, vit: VisionTransformer, cfg: CustomizeConfig) -> pd.DataFrame:
     """ACME's PFG choice against highest-accuracy, largest and random selection, under the same size limit."""
     points = {(r.width, r.depth): r.accuracy for r in grid.itertuples()}
     heads, layers = vit.blocks[0].attn.num_heads, len(vit.blocks)
     widths, depths = realizable_grid(vit)
-    rows = []
-    for method in ("pfg", "highest_accuracy", "largest", "random"):
-        choice = edge.select_backbone(
-            points,
-            lambda w, d: subnet_params(vit, snap(vit, w, d)),
-            size_constraint=cfg.size_constraint,
-            method=method,
-            seed=cfg.seed,
-            widths=widths,
-            depths=depths,
-            heads=heads,
-            layers=layers,
-        )
-        rows.append(vars(choice))
-    return pd.DataFrame(rows)
+    sizes = {}  # (w, d) → parameters, computed once for every resample
+
+    def size(w: float, d: float) -> int:
+        return sizes.setdefault((w, d), subnet_params(vit, snap(vit, w, d)))
+
+    def select(measured: dict, method: str) -> edge.BackboneChoice:
+        return edge.select_backbone(
+            measured, size, size_constraint=cfg.size_constraint, method=method, seed=cfg.seed,
+            widths=widths, depths=depths, heads=heads, layers=layers,
+        )  # fmt: skip
+
+    selection = pd.DataFrame([vars(select(points, m)) for m in ("pfg", "highest_accuracy", "largest", "random")])
+    kept = grid.attrs.get("test_correct")
+    if kept:
+        keys = list(kept)
+        scores = np.asarray([kept[k] for k in keys], dtype=float)  # (sub-networks, items)
+
+        def gain(index: np.ndarray) -> float:
+            """PFG's trade-off minus highest-accuracy's, with the surface refitted and both choices remade on the
+            accuracies of the resampled test items (100 × score: points)."""
+            measured = dict(zip(keys, scores[:, index].mean(axis=1), strict=True))
+            return 100 * (select(measured, "pfg").tradeoff - select(measured, "highest_accuracy").tradeoff)
+
+        selection.attrs["tradeoff_gain"] = evidence.over_items(scores.shape[1], gain, resamples=PFG_RESAMPLES)
+    return selection
 
 
 def snap(vit: VisionTransformer, width: float, depth: float) -> SubnetSpec:
