@@ -87,7 +87,8 @@ def claims_rows(
             + _per_task(c.flops_vs_lora, ".2f"),
             profile=profile,
             holds=bool(c.efficiency.all()),
-            note="× LoRA, mean over seeds; must hold on every task",
+            note="× LoRA, mean over seeds; must hold on every task; counts of the configurations chosen, not a "
+            "sample of test items: no interval",
             figures=("score_vs_params", "score_vs_flops"),
         ),
         Claim(
