@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "claims":
+            if args.readme and not args.headline:
+                raise UsageError("--readme rewrites README.md's headline table: use it with --headline")
+            if args.headline:
+                return _headline(args.readme)
             return _claims(args.profile, args.section or [], args.verdict, args.full)
         if args.command == "compare":
             from edgetune.report import compare
@@ -104,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     claims.add_argument("--section", nargs="+", action="extend", choices=SECTIONS, help="only these sections")
     claims.add_argument("--verdict", choices=("holds", "refuted", "inconclusive"), help="only claims with this verdict")
     claims.add_argument("--full", action="store_true", help="do not shorten long cells")
+    claims.add_argument(
+        "--headline",
+        action="store_true",
+        help="every claim at the default and gpu profiles side by side, with intervals",
+    )
+    claims.add_argument("--readme", action="store_true", help="with --headline: rewrite README.md's headline table")
     cmp = sub.add_parser("compare", help="what changed between two reproductions (default: the last two)")
     cmp.add_argument(
         "runs", nargs="*", metavar="RUN", help="reproduction ids or manifest paths (see runs/reproductions)"
@@ -135,6 +145,17 @@ def _claims(profile: str, sections: list[str], verdict: str | None, full: bool) 
         print(f"No claims match in {where} (run `edgetune reproduce --profile {profile}` to fill it).")
         return 0
     print(format_ledger(ledger, width=None if full else 60))
+    return 0
+
+
+def _headline(readme: bool) -> int:
+    from edgetune.report import headline, write_headline
+
+    if readme:
+        changed = write_headline(root() / "README.md")
+        print(f"README.md headline table {'updated' if changed else 'already up to date'}")
+        return 0
+    print(headline())
     return 0
 
 

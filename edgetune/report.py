@@ -50,6 +50,51 @@ def latest_entries(profile: str) -> dict[str, tuple[dict[str, Any], dict[str, An
     return found
 
 
+HEADLINE_PROFILES = ("default", "gpu")
+HEADLINE_START, HEADLINE_END = (
+    "<!-- headline: start (edgetune claims --headline --readme) -->",
+    "<!-- headline: end -->",
+)
+
+
+def headline(profiles: tuple[str, ...] = HEADLINE_PROFILES) -> str:
+    """Every claim once, with its verdict and interval at each profile side by side (the README's headline table);
+    a profile whose ledger lacks the claim says "not run"."""
+    ledgers = {p: load_ledger(p) for p in profiles}
+    keys = list(dict.fromkeys((r.section, r.claim) for ledger in ledgers.values() for r in ledger.itertuples()))
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    keys.sort(key=lambda k: order.get(k[0], len(order)))
+    rows = []
+    for section, claim in keys:
+        row = {"section": section, "claim": claim}
+        for profile, ledger in ledgers.items():
+            found = ledger[(ledger.section == section) & (ledger.claim == claim)]
+            if found.empty:
+                row[profile] = "not run"
+                continue
+            record = found.iloc[0].to_dict()
+            shown = interval(record) or record["reproduced_value"]
+            row[profile] = f"**{VERDICTS[record['holds']]}** {shown}"
+        rows.append(row)
+    if not rows:
+        return "No claims recorded yet: run `make reproduce`."
+    return markdown_table(pd.DataFrame(rows))
+
+
+def write_headline(readme: Path) -> bool:
+    """Replace the headline block of `readme` (between its markers) with `headline()`; True if it changed."""
+    text = readme.read_text()
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{readme} has no headline block: put {HEADLINE_START!r} and {HEADLINE_END!r} on their own lines"
+        )
+    new = text[: start + len(HEADLINE_START)] + "\n" + headline() + "\n" + text[end:]
+    if new != text:
+        write_text(readme, new)
+    return new != text
+
+
 def write_report(profile: str) -> Path:
     """Write figures/<profile>/REPORT.md and return its path."""
     folder = figures_dir(profile)

@@ -227,3 +227,41 @@ def test_a_run_with_overrides_is_labelled_and_keeps_them_beside_its_figures(tmp_
     with pytest.raises(ValueError, match="is a run label"):
         run_label(label, {"seed": 1})
     claims.Claim("motivation", "c", "p", "r", label, True)  # a ledger row may carry the label
+
+
+def test_readme_headline_is_the_committed_ledgers(monkeypatch):
+    """README's verdict table is regenerated from figures/default and figures/gpu, never edited by hand."""
+    from edgetune.paths import root
+    from edgetune.report import HEADLINE_END, HEADLINE_START, headline
+
+    monkeypatch.setenv("EDGETUNE_FIGURES", str(root() / "figures"))
+    text = (root() / "README.md").read_text()
+    block = text[text.index(HEADLINE_START) + len(HEADLINE_START) : text.index(HEADLINE_END)]
+    assert block.strip() == headline().strip(), "run `edgetune claims --headline --readme` and commit README.md"
+    assert "| section | claim | default | gpu |" in block
+
+
+def test_headline_puts_profiles_side_by_side():
+    from edgetune import evidence
+    from edgetune.report import headline, write_headline
+
+    claims.record([Claim("peft", "q", "p", "0.3 vs 0.2", "default", True)])
+    estimate = evidence.Estimate(2.0, 1.0, 3.0, items=50, seeds=3)
+    claims.record([Claim("peft", "q", "p", "r", "gpu", False, estimate=estimate, unit="points")])
+    claims.record([Claim("motivation", "m", "p", "0.9", "default", None, note="one seed")])
+    table = headline()
+    assert table.splitlines()[2] == "| motivation | m | **inconclusive** 0.9 | not run |"
+    assert (
+        table.splitlines()[3]
+        == "| peft | q | **holds** 0.3 vs 0.2 | **refuted** +2 [+1, +3] points (50 items, 3 seeds) |"
+    )
+    readme = figures_dir("default").parent / "README.md"
+    readme.write_text(
+        "intro\n<!-- headline: start (edgetune claims --headline --readme) -->\nold\n<!-- headline: end -->\nrest\n"
+    )
+    assert write_headline(readme) is True and write_headline(readme) is False
+    start, end = "<!-- headline: start (edgetune claims --headline --readme) -->", "<!-- headline: end -->"
+    assert readme.read_text() == f"intro\n{start}\n{table}\n{end}\nrest\n"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="has no headline block"):
+        write_headline(readme)

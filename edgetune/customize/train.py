@@ -127,6 +127,7 @@ def train_elastic(
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
                 history += flush_history(pending, step + 1, [str(s) for s in specs])
                 ckpt.maybe_save(step + 1, vit, optimizer, g, history, final=step + 1 == steps)
+    stream.close()  # a real dataset's DataLoader workers stop here, not whenever the generator is collected
     return RunResult.measured(
         stage,
         config or {},

@@ -202,6 +202,9 @@ def batches(data, size: int, steps: int, g: torch.Generator, *, seed: int, start
         return [torch.randint(0, n, (size,), generator=draw)]
 
     workers = loader_workers() if workers is None else workers
-    loader = step_loader(x.dataset, StepBatches(indices, start, steps, seed), workers)
-    for images, labels in loader:
-        yield normalize(images.to(x.device, non_blocking=True)), labels.to(x.device, non_blocking=True)
+    batches = iter(step_loader(x.dataset, StepBatches(indices, start, steps, seed), workers))
+    try:
+        for images, labels in batches:
+            yield normalize(images.to(x.device, non_blocking=True)), labels.to(x.device, non_blocking=True)
+    finally:
+        del batches  # the last reference: the loader's iterator shuts its worker processes down (on close, too)

@@ -85,6 +85,7 @@ def train_early_exit(
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
                 history += flush_history(pending, step + 1, ["loss", "loss_last_exit"])
                 ckpt.maybe_save(step + 1, model, optimizer, g, history, final=step + 1 == steps)
+    stream.close()  # a real dataset's DataLoader workers stop here, not whenever the generator is collected
     return RunResult.measured(
         "motivation-early-exit",
         config or {},

@@ -78,6 +78,7 @@ def train_classifier(
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
                 history += flush_history(pending, step + 1, ["loss"])
                 ckpt.maybe_save(step + 1, model, optimizer, g, history, final=step + 1 == steps)
+    stream.close()  # a real dataset's DataLoader workers stop here, not whenever the generator is collected
     if max_sparsity is not None:
         set_sparsity(model, 0.0)
     final = history[-1]["loss"] if history else float("nan")
@@ -157,6 +158,7 @@ def retrain(
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             curve.append({"iteration": step + 1, "accuracy": accuracy(model, test, device)[0]})
             model.train()
+    stream.close()  # a real dataset's DataLoader workers stop here, not whenever the generator is collected
     return curve
 
 

@@ -95,15 +95,17 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 def source_commit() -> str | None:
-    """The git commit of the project the code runs from, with "+dirty" when its tree has uncommitted changes (None
-    outside a git checkout). `EDGETUNE_COMMIT` names it where the checkout has no .git (a copied tree)."""
+    """The git commit of the project the code runs from, with "+dirty" when its tree has uncommitted changes outside
+    figures/ (which a reproduction itself rewrites); None outside a git checkout. `EDGETUNE_COMMIT` names it where
+    the checkout has no .git (a copied tree)."""
     import subprocess
 
     from edgetune.paths import root
 
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root(), capture_output=True, text=True).stdout
+        status = ["git", "status", "--porcelain", "--", ".", ":(exclude)figures"]
+        dirty = subprocess.run(status, cwd=root(), capture_output=True, text=True).stdout
         return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("EDGETUNE_COMMIT") or None
