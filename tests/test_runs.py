@@ -312,3 +312,16 @@ def test_a_checkpoint_path_keys_a_stage_by_its_content(tmp_path, monkeypatch):
     assert stage.key(WithModel(model="edge-tiny"))["model"] == "edge-tiny"
     (tmp_path / "top.safetensors").write_bytes(b"weights three")  # a weights file at the root, no '/' in its name
     assert stage.key(WithModel(model="top.safetensors"))["model"].startswith("sha256:")
+
+
+def test_a_result_states_its_model_flop_utilization_where_the_gpu_is_known():
+    from edgetune.runs.schema import RunResult, peak_tflops
+
+    result = RunResult("s", {}, 0, flops=0.35 * 989e12 * 10, wall_time_s=10.0, device="NVIDIA H200")
+    assert result.achieved_tflops == pytest.approx(0.35 * 989) and result.mfu == pytest.approx(0.35)
+    again = RunResult.from_dict({**result.to_dict(), "mfu": 0.99})  # recomputed from flops and time, never trusted
+    assert again.mfu == pytest.approx(0.35)
+    cpu = RunResult("s", {}, 0, flops=1e12, wall_time_s=2.0, device="x86_64 CPU, 2 threads")
+    assert cpu.achieved_tflops == pytest.approx(0.5) and cpu.mfu is None  # no peak known: no MFU claimed
+    assert RunResult("s", {}, 0).mfu is None and RunResult("s", {}, 0, flops=1e9).achieved_tflops is None
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0 and peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0

@@ -146,7 +146,8 @@ def _measured(stage: str, config: Any):
         "stage": stage,
         "seconds": seconds - nested,  # its own time: what nested stages took is in their own records
         "peak_gpu_gib": max(before, torch.cuda.max_memory_allocated()) / 2**30 if gpu else 0.0,
-        "peak_host_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20),
+        "peak_host_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        / (2**30 if sys.platform == "darwin" else 2**20),
         "key": config_dict(config),
     }
     with open(log, "a") as f:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from edgetune.runs.cache import checkpoint_problem, write_checksums
 from edgetune.runs.io import atomic_write
 
+
 def _load(checkpoint: Path, model, optimizer, generator) -> tuple[int, list[dict[str, float]]]:
     load_weights(model, checkpoint / "model.safetensors")
     state: dict[str, Any] = torch.load(checkpoint / "state.pt", weights_only=True)

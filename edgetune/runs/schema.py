@@ -31,6 +31,17 @@ PACKAGES = (
 )
 
 
+# Dense bf16 tensor throughput (TFLOP/s) of the GPUs MFU is quoted against, matched by name: the vendors' figures
+# without sparsity (H100/H200 SXM 989, A100 312, L40S 362, A10 125, RTX 4090 165).
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 165.0}
+
+
+def peak_tflops(device: str) -> float | None:
+    """The dense bf16 peak of a GPU named `device` (as `describe_device` writes it); None for a CPU or an unknown
+    GPU, whose MFU is then not stated."""
+    return next((peak for name, peak in PEAK_BF16_TFLOPS.items() if name in device), None)
+
+
 @dataclass
 class RunResult:
     """What one run produced. `history` holds one dict per logged step; `metrics` the final values."""
@@ -50,6 +61,18 @@ class RunResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     key: str = ""
     checksums: dict[str, str] = field(default_factory=dict)  # SHA-256 of every file of its cache folder
+    # training FLOPs over wall time, and that as a share of the GPU's bf16 peak (model FLOP utilization); computed
+    # from the fields above whenever both are known, never stored independently of them
+    achieved_tflops: float | None = None
+    mfu: float | None = None
+
+    def __post_init__(self):
+        if self.flops and self.wall_time_s:
+            self.achieved_tflops = self.flops / self.wall_time_s / 1e12
+            peak = peak_tflops(self.device)
+            self.mfu = None if peak is None else self.achieved_tflops / peak
+        else:
+            self.achieved_tflops = self.mfu = None
 
     @classmethod
     def measured(
