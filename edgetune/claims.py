@@ -24,7 +24,9 @@ from edgetune.runs.io import write_text
 
 COLUMNS = ("section", "claim", "paper_value", "reproduced_value", "profile", "holds", "note", "figures")
 # each row's estimate with its 95 % interval and sample, the smallest effect it could resolve, and where it was made
-EVIDENCE = ("estimate", "ci_low", "ci_high", "unit", "items", "seeds", "detectable", "commit", "device", "versions")
+EVIDENCE = (
+    "estimate", "ci_low", "ci_high", "unit", "items", "sample", "seeds", "detectable", "commit", "device", "versions"
+)  # fmt: skip
 VERDICTS = {True: "holds", False: "refuted", None: "inconclusive"}
 
 
@@ -43,6 +45,7 @@ class Claim:
     figures: tuple[str, ...] = ()
     estimate: Estimate | None = None  # the quantity the verdict is decided on, with its interval
     unit: str = ""  # the estimate's unit ("points", "pp", "x", …)
+    sample: str = "test items"  # what the estimate's `items` are (and what the bootstrap resampled)
     device: str = ""  # where it was measured (filled in by `record` when empty)
 
     def __post_init__(self):
@@ -71,6 +74,7 @@ class Claim:
             "ci_high": f"{e.high:.4g}",
             "unit": self.unit,
             "items": str(e.items),
+            "sample": self.sample if e.items else "",
             "seeds": str(e.seeds),
             # an effect beyond the threshold by more than the interval's half-width would have been decided
             "detectable": f"{e.resolution:.3g}",
@@ -157,9 +161,10 @@ def interval(row) -> str:
         return ""
     low, high, value = (float(row[k]) for k in ("ci_low", "ci_high", "estimate"))
     if low == high == value and str(row.get("items")) == "0":
-        return f"{value:+.4g} {row['unit']} (exact)".replace("  ", " ")
+        return f"{value:+,.6g} {row['unit']} (exact)".replace("  ", " ")
     seeds = f"{row['seeds']} seed{'s' if str(row['seeds']) != '1' else ''}"
-    return f"{value:+.3g} [{low:+.3g}, {high:+.3g}] {row['unit']} ({row['items']} items, {seeds})".replace("  ", " ")
+    sample = row.get("sample") or "items"
+    return f"{value:+.3g} [{low:+.3g}, {high:+.3g}] {row['unit']} ({row['items']} {sample}, {seeds})".replace("  ", " ")
 
 
 def readable(ledger: pd.DataFrame) -> pd.DataFrame:

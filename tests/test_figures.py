@@ -119,7 +119,7 @@ def test_a_row_with_an_estimate_carries_its_interval_sample_and_provenance(monke
     assert [row[k] for k in ("estimate", "ci_low", "ci_high", "items", "seeds")] == ["1", "-1.4", "3.3", "20", "3"]
     assert row.detectable == "2.35" and row.unit == "points" and row.commit == "0123456789ab+dirty"
     md = (figures_dir("smoke") / "claims.md").read_text()
-    assert "| +1 [-1.4, +3.3] points (20 items, 3 seeds) | ±2.35 |" in md
+    assert "| +1 [-1.4, +3.3] points (20 test items, 3 seeds) | ±2.35 |" in md
     assert "| +42 bytes (exact) | ±0 |" in md and "0123456789ab+dirty" in md
 
 
@@ -253,7 +253,7 @@ def test_headline_puts_profiles_side_by_side():
     assert table.splitlines()[2] == "| motivation | m | **inconclusive** 0.9 | not run |"
     assert (
         table.splitlines()[3]
-        == "| peft | q | **holds** 0.3 vs 0.2 | **refuted** +2 [+1, +3] points (50 items, 3 seeds) |"
+        == "| peft | q | **holds** 0.3 vs 0.2 | **refuted** +2 [+1, +3] points (50 test items, 3 seeds) |"
     )
     readme = figures_dir("default").parent / "README.md"
     readme.write_text(

@@ -47,7 +47,7 @@ def _accuracy_claim(profile: str, averages: pd.DataFrame, rows: pd.DataFrame | N
     judged = dict(holds=bool(bt - base >= GAIN_MIN), note=note)
     if rows is not None and rows.window.nunique() >= 2:
         holds, why, lead = _by_windows(rows)
-        judged = dict(holds=holds, note=f"{note}; {why}", estimate=lead, unit="points")
+        judged = dict(holds=holds, note=f"{note}; {why}", estimate=lead, unit="points", sample="windows")
     return Claim(
         section="retraining",
         claim="BlockTrainer's average retraining accuracy over the stream beats the fixed compressed baselines",
@@ -87,6 +87,7 @@ def _law_claim(profile: str, quality: pd.DataFrame, form: str, stream_quality: d
             note=f"form chosen by held-out MAE; holds if held-out R² ≥ {R2_MIN}; {why}",
             estimate=r2,
             unit="R²",
+            sample=f"held-out points of {len(trials)} trials, resampled by trial",
         )
     return Claim(
         section="retraining",
