@@ -11,6 +11,7 @@ figures that bear on it, so the reproduction report can show them beside the ver
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -67,7 +68,7 @@ class Claim:
         """The EVIDENCE columns of this row (provenance left for `record` to fill)."""
         e = self.estimate
         if e is None:
-            return {name: "" for name in EVIDENCE}
+            return {name: "" for name in EVIDENCE} | {"device": self.device}
         return {
             "estimate": f"{e.value:.4g}",
             "ci_low": f"{e.low:.4g}",
@@ -205,8 +206,15 @@ def format_ledger(ledger: pd.DataFrame, width: int | None = None) -> str:
     return markdown_table(table)
 
 
-def publish(claims: list[Claim], section: str):
-    """Record a section's claims in their profile's ledger and show its rows: the claims cell of every notebook."""
+def publish(claims: list[Claim], section: str, device=None):
+    """Record a section's claims in their profile's ledger and show its rows: the claims cell of every notebook.
+    `device` (a torch device or a description) is where the section measured them; without it, the device this host
+    would pick is recorded."""
+    if device is not None:
+        from edgetune.runs.schema import describe_device
+
+        where = device if isinstance(device, str) else describe_device(device)
+        claims = [c if c.device else dataclasses.replace(c, device=where) for c in claims]
     return show(record(claims), section)
 
 

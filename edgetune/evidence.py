@@ -15,6 +15,7 @@ A verdict compares the interval with the claim's threshold, set before the measu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,17 +109,33 @@ def over_items(n: int, statistic, *, resamples: int = RESAMPLES, confidence=CONF
     if n < 2:
         raise ValueError(f"resampling items needs at least 2 items, got {n}")
     value = float(statistic(np.arange(n)))
-    result = stats.bootstrap(
-        (np.arange(n),),
-        lambda index, axis=-1: statistic(np.asarray(index, dtype=int)),
-        confidence_level=confidence,
-        n_resamples=resamples,
-        method="percentile",
-        vectorized=False,
-        rng=np.random.default_rng(seed),
+    low, high = _percentiles(
+        np.arange(n), lambda index: statistic(np.asarray(index, dtype=int)), resamples, confidence, seed
     )
-    low, high = result.confidence_interval
-    return Estimate(value, float(low), float(high), n, seeds=1, confidence=confidence)
+    return Estimate(value, low, high, n, seeds=1, confidence=confidence)
+
+
+def _percentiles(units: np.ndarray, statistic, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """The percentile interval of `statistic` over bootstrap resamples of `units` (scipy's resampling), leaving out
+    resamples where the statistic is undefined (an R² of points that do not vary): NaN only if most of them are."""
+    with warnings.catch_warnings():  # an undefined resample would make scipy warn about BCa, which is not used here
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (units,),
+            lambda index, axis=-1: statistic(index),
+            confidence_level=confidence,
+            n_resamples=resamples,
+            method="percentile",
+            vectorized=False,
+            rng=np.random.default_rng(seed),
+        )
+    values = np.asarray(result.bootstrap_distribution, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size < values.size / 2:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def clustered(clusters: Sequence[tuple[np.ndarray, ...]], statistic, *, confidence=CONFIDENCE, seed=SEED) -> Estimate:
@@ -133,18 +150,23 @@ def clustered(clusters: Sequence[tuple[np.ndarray, ...]], statistic, *, confiden
         return statistic(*(np.concatenate(parts) for parts in zip(*picked, strict=True)))
 
     value = float(pooled(np.arange(len(clusters))))
-    result = stats.bootstrap(
-        (np.arange(len(clusters)),),
-        pooled,
-        confidence_level=confidence,
-        n_resamples=RESAMPLES,
-        method="percentile",
-        vectorized=False,
-        rng=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
+    low, high = _percentiles(np.arange(len(clusters)), pooled, RESAMPLES, confidence, seed)
     items = sum(len(c[0]) for c in clusters)
-    return Estimate(value, float(low), float(high), items, seeds=1, confidence=confidence)
+    return Estimate(value, low, high, items, seeds=1, confidence=confidence)
+
+
+def spread(values: Sequence[float], *, confidence: float = CONFIDENCE) -> Estimate:
+    """The sample standard deviation (ddof 1) of a few values (a score over seeds) with its chi-square interval,
+    which assumes the values are normally distributed: with 3 seeds the upper end is about 6× the estimate, so a
+    spread is only shown small by many seeds or none at all. A bootstrap cannot do this with three values."""
+    x = np.asarray(values, dtype=float)
+    if x.size < 2 or not np.isfinite(x).all():
+        raise ValueError(f"a spread needs at least 2 finite values, got {x.tolist()}")
+    s, dof = float(x.std(ddof=1)), x.size - 1
+    tail = (1 - confidence) / 2
+    low = s * np.sqrt(dof / stats.chi2.ppf(1 - tail, dof))
+    high = s * np.sqrt(dof / stats.chi2.ppf(tail, dof))
+    return Estimate(s, float(low), float(high), items=x.size, seeds=x.size, confidence=confidence)
 
 
 def exact(value: float) -> Estimate:
@@ -176,24 +198,29 @@ def _paired(a: Sequence, b: Sequence):
         yield x, y
 
 
-def verdict(estimate: Estimate, threshold: float, *, higher_is_claimed: bool = True) -> str:
-    """holds / refuted / inconclusive for the claim "the quantity is above `threshold`" (or below it, with
-    `higher_is_claimed=False`), decided by the whole interval."""
+def verdict(estimate: Estimate, threshold: float, *, higher_is_claimed: bool = True, strict: bool = False) -> str:
+    """holds / refuted / inconclusive for the claim "the quantity is at least `threshold`" (at most, with
+    `higher_is_claimed=False`; strictly above or below, with `strict`), decided by the whole interval. An interval
+    that touches the threshold decides by the claim's own inequality: a sure tie (a zero-width interval at 0) does
+    not "beat" (strict: refuted) but is "at least" (holds)."""
     low, high = (estimate.low, estimate.high) if higher_is_claimed else (-estimate.high, -estimate.low)
     t = threshold if higher_is_claimed else -threshold
-    if low > t:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    if low > t or (not strict and low >= t):
         return "holds"
-    if high < t:
+    if high < t or (strict and high <= t):
         return "refuted"
     return "inconclusive"
 
 
 def decide(
-    estimate: Estimate, threshold: float, *, what: str, unit: str, over: str, digits: int = 1
+    estimate: Estimate, threshold: float, *, what: str, unit: str, over: str, digits: int = 1, strict: bool = False
 ) -> tuple[bool | None, str]:
-    """A ledger claim "`what` is above `threshold`": True (holds), False (refuted) or None (inconclusive), and a note
-    giving the estimate, its interval, what it was resampled over and, when inconclusive, the resolution."""
-    decided = verdict(estimate, threshold)
+    """A ledger claim "`what` is at least `threshold`" (strictly above it, with `strict`): True (holds), False
+    (refuted) or None (inconclusive), and a note giving the estimate, its interval, what it was resampled over and,
+    when inconclusive, the resolution."""
+    decided = verdict(estimate, threshold, strict=strict)
     seeds = f"{estimate.seeds} seed{'s' if estimate.seeds != 1 else ''}"
     unit = f" {unit}" if unit else ""
     d = digits

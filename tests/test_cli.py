@@ -293,6 +293,10 @@ def test_publish_records_the_claims_and_shows_only_the_sections_rows(capsys):
     assert main(["claims", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "depth saturates" in out and "| peft | other |" in out  # both rows are in the ledger
+    publish([Claim("motivation", "measured elsewhere", "p", "r", "smoke", True)], "motivation", device="NVIDIA H200")
+    from edgetune.claims import load_ledger
+
+    assert load_ledger("smoke").set_index("claim").device["measured elsewhere"] == "NVIDIA H200"
 
 
 def test_claims_verdict_filter_knows_na(capsys):

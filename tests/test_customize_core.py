@@ -140,7 +140,7 @@ def test_claims_follow_the_measurements():
     assert rows[1].reproduced_value.startswith("5.0% (0.00 MB vs 0.00 MB); edge↔device traffic alone 1.0%")
     assert rows[2].reproduced_value == "+6.0 pp vs Linear"
     assert rows[1].estimate.value == pytest.approx(5.0) and rows[1].estimate.items == 0  # bytes: exact
-    assert rows[2].estimate.value == pytest.approx(6.0) and rows[2].estimate.items == 2000  # 2 depths × 1000 items
+    assert rows[2].estimate.value == pytest.approx(6.0) and rows[2].estimate.items == 1000  # averaged over depths
     assert rows[3].estimate.value == pytest.approx(3.0) and rows[3].estimate.low > 0  # EMD − JS, the closest
     selection, traffic, comparison, gains = _tables()
     worse = ledger.claims_rows(
@@ -157,8 +157,8 @@ def test_claims_follow_the_measurements():
         _scored(comparison.assign(accuracy=[0.6, 0.6, 0.7, 0.7])),
         _scored(gains.assign(accuracy=[0.75, 0.71, 0.75, 0.75])),
     )
-    # a tie is no win: each interval is the point 0, which straddles nothing and exceeds nothing
-    assert [r.holds for r in tied[2:]] == [None, None] and "EMD − alone +0.0 [+0.0, +0.0] inconclusive" in tied[3].note
+    # a sure tie is no win: each interval is the point 0, and "beats" needs more than 0
+    assert [r.holds for r in tied[2:]] == [False, False] and "EMD − alone +0.0 [+0.0, +0.0] refuted" in tied[3].note
     unscored = gains.copy()
     unscored.attrs.clear()
     with pytest.raises(ValueError, match="personalization gains table has no per-item scores"):

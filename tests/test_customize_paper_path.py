@@ -96,7 +96,6 @@ def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
     assert sum(kept[(1.0, 1.0)]) / 80 == grid.set_index(["width", "depth"]).accuracy[(1.0, 1.0)]
     gain, by = selection.attrs["tradeoff_gain"], selection.set_index("method").tradeoff
     assert gain.items == 80 and gain.value == pytest.approx(100 * (by["pfg"] - by["highest_accuracy"]))
-    assert gain.low <= gain.value <= gain.high
     backbone = core.extract_subnet(supernet, core.snap(supernet, selection.width[0], selection.depth[0]))
     search, header, _ = core.edge_header(cfg, backbone, source, dev)
     assert search.params <= cfg.header_budget
@@ -113,4 +112,4 @@ def test_paper_path_runs_on_fixtures(tmp_path, monkeypatch):
     )
     assert [r.section for r in rows] == ["customization"] * 4
     assert rows[0].estimate is gain and rows[0].unit == "points"  # PFG decided on the resampled selection
-    assert rows[2].estimate.items == 80 * len(core.DEPTHS)  # NAS vs each head: 80 test items at every depth
+    assert rows[2].estimate.items == 80  # NAS vs each head: the 80 test items, averaged over the depths

@@ -62,3 +62,19 @@ def test_bad_scores_are_named():
         evidence.paired_difference([np.ones(3)], [np.ones(3), np.ones(3)])
     with pytest.raises(ValueError, match="same shape"):
         evidence.paired_difference([np.ones(3)], [np.ones(4)])
+
+
+def test_a_spread_over_seeds_has_a_chi_square_interval():
+    from scipy import stats
+
+    three = evidence.spread([48.0, 50.0, 51.5])
+    s = np.std([48.0, 50.0, 51.5], ddof=1)
+    assert three.value == pytest.approx(s) and three.seeds == 3
+    assert three.high == pytest.approx(s * np.sqrt(2 / stats.chi2.ppf(0.025, 2)))  # ≈ 6.3 × s
+    assert evidence.verdict(three, 0.4, higher_is_claimed=False) == "refuted"  # even its low end is above 0.4
+    still = evidence.spread([50.0] * 3)
+    assert (still.value, still.high) == (0.0, 0.0) and evidence.verdict(still, 0.4, higher_is_claimed=False) == "holds"
+    close = evidence.spread([50.0, 50.3, 49.8])  # small, but three seeds cannot show it is below 0.4
+    assert close.low < 0.4 < close.high and evidence.verdict(close, 0.4, higher_is_claimed=False) == "inconclusive"
+    with pytest.raises(ValueError, match="at least 2 finite values"):
+        evidence.spread([1.0])

@@ -325,3 +325,4 @@ def test_a_result_states_its_model_flop_utilization_where_the_gpu_is_known():
     assert cpu.achieved_tflops == pytest.approx(0.5) and cpu.mfu is None  # no peak known: no MFU claimed
     assert RunResult("s", {}, 0).mfu is None and RunResult("s", {}, 0, flops=1e9).achieved_tflops is None
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0 and peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0 and peak_tflops("NVIDIA H200 × 4") == 4 * 989.0

@@ -218,6 +218,12 @@ def test_comparisons_with_lora_are_decided_by_intervals_over_items_and_seeds(tmp
     assert "inconclusive: an interval straddles +0" in tie.note and "resolution here ±" in tie.note
     low, high = (float(x) for x in tie.reproduced_value.split("[")[1].split("]")[0].split(", "))
     assert low < 0 < high
+    spread = claims["STRATO: standard deviation across seeds ≤ 0.4 points (success criterion)"]
+    per_seed = [100 * outcome["strato"][s].mean() for s in seeds]
+    assert spread.estimate.value == pytest.approx(np.std(per_seed, ddof=1))  # the same number the table reports
+    assert spread.estimate.value == pytest.approx(table.set_index(["task", "method"]).score_std["mmlu", "STRATO"])
+    assert spread.estimate.high > 6 * spread.estimate.value > 0  # three seeds: a wide chi-square interval
+    assert spread.holds is False and spread.sample == "seeds" and "mmlu" in spread.note
     (tmp_path / "lora-42" / "result.json").write_text(json.dumps({"metrics": metrics}))  # a run from before
     with pytest.raises(ValueError, match="lora-42: a run from before per-item scores were recorded"):
         core.item_scores(runs)

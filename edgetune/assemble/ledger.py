@@ -32,7 +32,7 @@ def claims_rows(
     if 1.0 in by_share and all(v is not None for v in by_share[1.0].values()):
         ft, e2e = by_share[1.0]["FT"], by_share[1.0]["E2E"]
         lead = evidence.paired_difference([ft], [e2e])
-        holds, why = evidence.decide(lead, 0.0, what="FT − E2E at 100 % of the data", **PP)
+        holds, why = evidence.decide(lead, 0.0, what="FT − E2E at 100 % of the data", strict=True, **PP)
         beats = dict(
             holds=holds, note=f"cost = training FLOPs, the meta model counted; {why}", estimate=lead, unit="pp"
         )
@@ -41,7 +41,7 @@ def claims_rows(
             change = (by_share[smallest]["FT"] - by_share[smallest]["E2E"]) - (ft - e2e)
             what = f"gain at {smallest:.0%} − gain at 100 %"
             growth = evidence.mean([change])
-            holds, why = evidence.decide(growth, 0.0, what=what, **PP)
+            holds, why = evidence.decide(growth, 0.0, what=what, strict=True, **PP)
             grows = dict(holds=holds, note=why, estimate=growth, unit="pp")
     return [
         Claim(

@@ -45,7 +45,7 @@ from edgetune.models import forward_flops
 from edgetune.models.open import architecture
 from edgetune.models.vit import ViTShape
 from edgetune.paths import data_dir
-from edgetune.runs import RunResult, load_weights, package_versions, save_weights, write_json
+from edgetune.runs import RunResult, describe_device, load_weights, package_versions, save_weights, write_json
 from edgetune.runs.cache import checkpoint_problem, checksum_problem, content_digest, write_checksums
 from edgetune.training import derive_seed, hits, normalize, warmup_cosine
 
@@ -412,7 +412,7 @@ def _finish(cfg, accelerator, model, division, test, history, flops_per_image) -
         params_trainable=sum(p.numel() for p in plain.parameters() if p.requires_grad),
         flops=3.0 * flops_per_image * images,
         wall_time_s=history[-1]["seconds"] if history else 0.0,
-        device=f"{accelerator.device} × {accelerator.num_processes}",
+        device=f"{describe_device(accelerator.device)} × {accelerator.num_processes}",
         versions=package_versions(),
     )
     if accelerator.is_main_process:

@@ -105,7 +105,9 @@ def select_backbones(grid: pd.DataFrame, vit: VisionTransformer, cfg: CustomizeC
     sizes = {}  # (w, d) → parameters, computed once for every resample
 
     def size(w: float, d: float) -> int:
-        return sizes.setdefault((w, d), subnet_params(vit, snap(vit, w, d)))
+        if (w, d) not in sizes:
+            sizes[(w, d)] = subnet_params(vit, snap(vit, w, d))
+        return sizes[(w, d)]
 
     def select(measured: dict, method: str) -> edge.BackboneChoice:
         return edge.select_backbone(

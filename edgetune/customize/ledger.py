@@ -25,7 +25,7 @@ def _kept(table: pd.DataFrame, what: str) -> dict:
 def _beats_all(a: str, comparisons: dict[str, evidence.Estimate]) -> tuple[bool | None, str, evidence.Estimate]:
     """ "`a` beats every other" from paired intervals: holds if every one holds, refuted if any is refuted; the
     estimate shown is the comparison with the strongest other (the smallest difference)."""
-    verdicts = {name: evidence.verdict(e, 0.0) for name, e in comparisons.items()}
+    verdicts = {name: evidence.verdict(e, 0.0, strict=True) for name, e in comparisons.items()}  # a tie does not beat
     holds = True if all(v == "holds" for v in verdicts.values()) else False if "refuted" in verdicts.values() else None
     closest = min(comparisons, key=lambda name: comparisons[name].value)
     parts = "; ".join(
@@ -64,6 +64,7 @@ def _pfg(profile: str, selection: pd.DataFrame) -> Claim:
             what="PFG − highest-accuracy trade-off (×100)",
             unit="points",
             over="test items, the surface refitted and both choices remade per resample",
+            strict=True,  # "raises": the same choice (a sure 0) does not
         )
         judged = dict(
             holds=holds,
@@ -108,10 +109,13 @@ def _nas(profile: str, comparison: pd.DataFrame) -> Claim:
     nas, baselines = mean["NAS (ours)"], mean.drop("NAS (ours)")
     kept = _kept(comparison, "header comparison")
     depths = sorted(comparison.depth.unique())
-    ours = [_points(kept[(d, "NAS (ours)")]) for d in depths]
-    comparisons = {
-        head: evidence.paired_difference(ours, [_points(kept[(d, head)]) for d in depths]) for head in baselines.index
-    }
+    ours = np.mean([_points(kept[(d, "NAS (ours)")]) for d in depths], axis=0)  # per item, over the depths
+
+    def versus(head: str) -> evidence.Estimate:
+        # every depth is scored on the same test items: average over depths item by item, then resample the items
+        return evidence.paired_difference([ours], [np.mean([_points(kept[(d, head)]) for d in depths], axis=0)])
+
+    comparisons = {head: versus(head) for head in baselines.index}
     holds, note, closest = _beats_all("NAS", comparisons)
     return Claim(
         section="customization",

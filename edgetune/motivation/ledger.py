@@ -35,7 +35,12 @@ def _depth_claim(profile: str, curve: pd.DataFrame) -> Claim:
     slowing = (exits[half - 1] - exits[0]) - (exits[-1] - exits[half - 1])
     convex = bool(s["energy_min_second_difference"] > 0)
     holds, note = evidence.decide(
-        evidence.mean([slowing]), 0.0, what="first-half gain − second-half gain", unit="points", over="test items"
+        evidence.mean([slowing]),
+        0.0,
+        what="first-half gain − second-half gain",
+        unit="points",
+        over="test items",
+        strict=True,  # saturation: the second half gains strictly less
     )
     return Claim(
         section="motivation",

@@ -11,6 +11,7 @@ from edgetune.retrain.law import agreement
 
 GAIN_MIN = 0.01  # "beats" means at least one point of accuracy ahead
 R2_MIN = 0.5  # a law explaining less than half the variance of held-out runs does not "predict" them
+FEW_CLUSTERS = 8  # below this many held-out trials, a cluster bootstrap's interval is too narrow to trust
 BASELINES = ("fixed", "fixed-lora")
 
 
@@ -82,9 +83,15 @@ def _law_claim(profile: str, quality: pd.DataFrame, form: str, stream_quality: d
             digits=2,
             over=f"points of {len(trials)} held-out trials, resampled by trial",
         )
+        few = (
+            f"; only {len(trials)} held-out trials: a bootstrap over so few clusters has few distinct resamples and "
+            "under-covers, so read the interval as optimistic"
+            if len(trials) < FEW_CLUSTERS
+            else ""
+        )
         judged = dict(
             holds=holds,
-            note=f"form chosen by held-out MAE; holds if held-out R² ≥ {R2_MIN}; {why}",
+            note=f"form chosen by held-out MAE; holds if held-out R² ≥ {R2_MIN}; {why}{few}",
             estimate=r2,
             unit="R²",
             sample=f"held-out points of {len(trials)} trials, resampled by trial",

@@ -33,13 +33,24 @@ PACKAGES = (
 
 # Dense bf16 tensor throughput (TFLOP/s) of the GPUs MFU is quoted against, matched by name: the vendors' figures
 # without sparsity (H100/H200 SXM 989, A100 312, L40S 362, A10 125, RTX 4090 165).
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 165.0}
+PEAK_BF16_TFLOPS = {  # the more specific names first
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+}
 
 
 def peak_tflops(device: str) -> float | None:
-    """The dense bf16 peak of a GPU named `device` (as `describe_device` writes it); None for a CPU or an unknown
-    GPU, whose MFU is then not stated."""
-    return next((peak for name, peak in PEAK_BF16_TFLOPS.items() if name in device), None)
+    """The dense bf16 peak of a GPU named `device` (as `describe_device` writes it), times N for "<name> × N" (a run
+    over N processes, one GPU each); None for a CPU or an unknown GPU, whose MFU is then not stated."""
+    name, _, count = device.partition(" × ")
+    peak = next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+    return None if peak is None else peak * (int(count) if count.strip().isdigit() else 1)
 
 
 @dataclass
