@@ -70,9 +70,9 @@ class Claim:
         if e is None:
             return {name: "" for name in EVIDENCE} | {"device": self.device}
         return {
-            "estimate": f"{e.value:.4g}",
-            "ci_low": f"{e.low:.4g}",
-            "ci_high": f"{e.high:.4g}",
+            "estimate": f"{e.value:.6g}",
+            "ci_low": f"{e.low:.6g}",
+            "ci_high": f"{e.high:.6g}",
             "unit": self.unit,
             "items": str(e.items),
             "sample": self.sample if e.items else "",
@@ -163,9 +163,9 @@ def interval(row) -> str:
     low, high, value = (float(row[k]) for k in ("ci_low", "ci_high", "estimate"))
     if low == high == value and str(row.get("items")) == "0":
         return f"{value:+,.6g} {row['unit']} (exact)".replace("  ", " ")
-    seeds = f"{row['seeds']} seed{'s' if str(row['seeds']) != '1' else ''}"
     sample = row.get("sample") or "items"
-    return f"{value:+.3g} [{low:+.3g}, {high:+.3g}] {row['unit']} ({row['items']} {sample}, {seeds})".replace("  ", " ")
+    seeds = "" if sample == "seeds" else f", {row['seeds']} seed{'s' if str(row['seeds']) != '1' else ''}"
+    return f"{value:+.3g} [{low:+.3g}, {high:+.3g}] {row['unit']} ({row['items']} {sample}{seeds})".replace("  ", " ")
 
 
 def readable(ledger: pd.DataFrame) -> pd.DataFrame:

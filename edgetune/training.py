@@ -139,6 +139,23 @@ def output_hits(
     return out
 
 
+def training_flops(model: nn.Module, image_size: int, images: int, teacher: nn.Module | None = None) -> float:
+    """Training FLOPs of `images` images: 3 × the forward pass (forward + backward ≈ 2 × forward), plus one forward
+    of `teacher` per image where a teacher is distilled from; the forward counted by FlopCounterMode on one image."""
+    from edgetune.models import forward_flops
+
+    def per_image(net: nn.Module) -> int:
+        x = torch.zeros(1, 3, image_size, image_size, device=next(net.parameters()).device)
+        mode = net.training
+        net.eval()  # no dropout: counting must not draw from the global RNG the caller's next stage uses
+        try:
+            return forward_flops(net, x)
+        finally:
+            net.train(mode)
+
+    return float(images) * (3 * per_image(model) + (per_image(teacher) if teacher is not None else 0))
+
+
 def flush_history(pending: list[torch.Tensor], last_step: int, names: list[str]) -> list[dict[str, float]]:
     """Turn per-step metric tensors kept on the device (one (len(names),) tensor per step, ending at `last_step`)
     into history rows with one host sync, and empty the buffer."""

@@ -61,3 +61,20 @@ def test_warmup_cosine_rises_linearly_then_falls_to_its_floor(floor):
     assert lrs[steps] == pytest.approx(peak * floor)
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :], strict=False))
     assert math.isclose(warmup_cosine(0, 0, 1, peak=peak), peak)  # no warm-up: starts at the peak
+
+
+def test_training_flops_count_three_forwards_and_leave_the_rng_and_mode_alone():
+    from edgetune.models import build_vit, forward_flops
+    from edgetune.models.vit import ViTShape
+    from edgetune.training import training_flops
+
+    torch.manual_seed(0)
+    vit = build_vit(ViTShape(32, 8, 32, 2, 2, 64), 5)
+    teacher = build_vit(ViTShape(32, 8, 64, 2, 2, 128), 5).eval()
+    forward = forward_flops(vit.eval(), torch.zeros(1, 3, 32, 32))
+    vit.train()
+    state = torch.get_rng_state()
+    assert training_flops(vit, 32, 10) == 10 * 3 * forward
+    both = training_flops(vit, 32, 10, teacher)
+    assert both == 10 * (3 * forward + forward_flops(teacher, torch.zeros(1, 3, 32, 32)))
+    assert vit.training and not teacher.training and torch.equal(torch.get_rng_state(), state)

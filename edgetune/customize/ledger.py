@@ -23,11 +23,13 @@ def _kept(table: pd.DataFrame, what: str) -> dict:
 
 
 def _beats_all(a: str, comparisons: dict[str, evidence.Estimate]) -> tuple[bool | None, str, evidence.Estimate]:
-    """ "`a` beats every other" from paired intervals: holds if every one holds, refuted if any is refuted; the
-    estimate shown is the comparison with the strongest other (the smallest difference)."""
+    """ "`a` beats every other" from paired intervals: holds if every one holds, refuted if any is refuted (a sure
+    tie included: no item on which the two differ). The estimate shown is the comparison that decided: a refuting
+    one, else the closest rival (the smallest difference)."""
     verdicts = {name: evidence.verdict(e, 0.0, strict=True) for name, e in comparisons.items()}  # a tie does not beat
     holds = True if all(v == "holds" for v in verdicts.values()) else False if "refuted" in verdicts.values() else None
-    closest = min(comparisons, key=lambda name: comparisons[name].value)
+    refuting = [name for name, v in verdicts.items() if v == "refuted"]
+    closest = min(refuting or comparisons, key=lambda name: comparisons[name].value)
     parts = "; ".join(
         f"{a} − {name} {e.value:+.1f} [{e.low:+.1f}, {e.high:+.1f}] {verdicts[name]}" for name, e in comparisons.items()
     )

@@ -13,7 +13,7 @@ from torch import nn
 from edgetune.data import streaming
 from edgetune.progress import progress
 from edgetune.runs import Checkpointer, Meter, RunResult
-from edgetune.training import autocast, flush_history, warmup_cosine
+from edgetune.training import autocast, flush_history, training_flops, warmup_cosine
 
 
 class EarlyExitViT(nn.Module):
@@ -93,6 +93,7 @@ def train_early_exit(
         model,
         device,
         meter,
+        flops=training_flops(model, data[0].shape[-1], batch_size * (steps - start)),  # this session's steps
         history=history,
         metrics={"final_loss": history[-1]["loss"] if history else float("nan")},
     )

@@ -22,7 +22,7 @@ from edgetune.models.vit import explicit_attention
 from edgetune.progress import progress
 from edgetune.retrain.kb import gate_l1, set_sparsity
 from edgetune.runs import Checkpointer, Meter, RunResult
-from edgetune.training import accuracy, autocast, flush_history, normalize
+from edgetune.training import accuracy, autocast, flush_history, normalize, training_flops
 
 
 def train_classifier(
@@ -82,8 +82,9 @@ def train_classifier(
     if max_sparsity is not None:
         set_sparsity(model, 0.0)
     final = history[-1]["loss"] if history else float("nan")
+    flops = training_flops(model, data[0].shape[-1], batch_size * (steps - start), teacher)  # this session's steps
     return RunResult.measured(
-        stage, config or {}, seed, model, device, meter, history=history, metrics={"final_loss": final}
+        stage, config or {}, seed, model, device, meter, flops=flops, history=history, metrics={"final_loss": final}
     )
 
 
