@@ -15,6 +15,7 @@ A verdict compares the interval with the claim's threshold, set before the measu
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,6 +103,15 @@ def difference(a: Sequence, b: Sequence, *, confidence: float = CONFIDENCE, seed
     return _estimate(samples, np.mean, seeds, confidence, seed, combine)
 
 
+def recorded_hits(table, what: str):
+    """Which test items a measured table's models got right, as its measurement kept them (`attrs["test_correct"]`);
+    a clear error naming the table when it kept none."""
+    kept = table.attrs.get("test_correct")
+    if not kept:
+        raise ValueError(f"the {what} table has no per-item scores (attrs['test_correct']): rerun its measurement")
+    return kept
+
+
 def over_items(n: int, statistic, *, resamples: int = RESAMPLES, confidence=CONFIDENCE, seed=SEED) -> Estimate:
     """`statistic(indices)` of a whole procedure run on the items at `indices` (every item: `np.arange(n)`), with a
     95 % interval from re-running it on resampled items: for estimates that are not a mean of per-item scores (a
@@ -145,14 +155,12 @@ def clustered(clusters: Sequence[tuple[np.ndarray, ...]], statistic, *, confiden
     if len(clusters) < 2:
         raise ValueError(f"a clustered interval needs at least 2 clusters, got {len(clusters)}")
 
-    def pooled(index, axis=-1):
-        picked = [clusters[int(i)] for i in np.atleast_1d(index)]
+    def pooled(index: np.ndarray):
+        picked = [clusters[int(i)] for i in index]
         return statistic(*(np.concatenate(parts) for parts in zip(*picked, strict=True)))
 
-    value = float(pooled(np.arange(len(clusters))))
-    low, high = _percentiles(np.arange(len(clusters)), pooled, RESAMPLES, confidence, seed)
-    items = sum(len(c[0]) for c in clusters)
-    return Estimate(value, low, high, items, seeds=1, confidence=confidence)
+    whole = over_items(len(clusters), pooled, confidence=confidence, seed=seed)  # the clusters are the items
+    return dataclasses.replace(whole, items=sum(len(c[0]) for c in clusters))
 
 
 def spread(values: Sequence[float], *, confidence: float = CONFIDENCE) -> Estimate:

@@ -95,19 +95,7 @@ def accuracy(
 
     `model` is a module or any callable mapping normalized images to logits (or a list of logits).
     """
-    if isinstance(model, nn.Module):
-        model.to(device).eval()
-    x_all, y_all = data
-    correct = None
-    for start in range(0, len(x_all), batch_size):
-        x = normalize(x_all[start : start + batch_size].to(device))
-        y = y_all[start : start + batch_size].to(device)
-        with autocast(device, enabled=mixed_precision):
-            outputs = model(x)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        hits = torch.stack([(o.argmax(-1) == y).sum() for o in outputs]).cpu()
-        correct = hits if correct is None else correct + hits
-    return (correct.double() / len(x_all)).tolist()
+    return [sum(right) / len(right) for right in output_hits(model, data, device, batch_size, mixed_precision)]
 
 
 @torch.no_grad()

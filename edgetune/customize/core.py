@@ -5,6 +5,7 @@ tensor that crosses a tier boundary goes through one `Network`, which counts its
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import pandas as pd
@@ -102,12 +103,10 @@ def select_backbones(grid: pd.DataFrame, vit: VisionTransformer, cfg: CustomizeC
     points = {(r.width, r.depth): r.accuracy for r in grid.itertuples()}
     heads, layers = vit.blocks[0].attn.num_heads, len(vit.blocks)
     widths, depths = realizable_grid(vit)
-    sizes = {}  # (w, d) → parameters, computed once for every resample
 
+    @functools.cache  # every resample asks for the same sizes
     def size(w: float, d: float) -> int:
-        if (w, d) not in sizes:
-            sizes[(w, d)] = subnet_params(vit, snap(vit, w, d))
-        return sizes[(w, d)]
+        return subnet_params(vit, snap(vit, w, d))
 
     def select(measured: dict, method: str) -> edge.BackboneChoice:
         return edge.select_backbone(

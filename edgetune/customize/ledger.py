@@ -15,13 +15,6 @@ def _points(scores) -> np.ndarray:
     return 100.0 * np.asarray(scores, dtype=float)
 
 
-def _kept(table: pd.DataFrame, what: str) -> dict:
-    kept = table.attrs.get("test_correct")
-    if not kept:
-        raise ValueError(f"the {what} table has no per-item scores (attrs['test_correct']): rerun its measurement")
-    return kept
-
-
 def _beats_all(a: str, comparisons: dict[str, evidence.Estimate]) -> tuple[bool | None, str, evidence.Estimate]:
     """ "`a` beats every other" from paired intervals: holds if every one holds, refuted if any is refuted (a sure
     tie included: no item on which the two differ). The estimate shown is the comparison that decided: a refuting
@@ -109,7 +102,7 @@ def _traffic(profile: str, traffic: pd.DataFrame) -> Claim:
 def _nas(profile: str, comparison: pd.DataFrame) -> Claim:
     mean = comparison.groupby("head")["accuracy"].mean()
     nas, baselines = mean["NAS (ours)"], mean.drop("NAS (ours)")
-    kept = _kept(comparison, "header comparison")
+    kept = evidence.recorded_hits(comparison, "header comparison")
     depths = sorted(comparison.depth.unique())
     ours = np.mean([_points(kept[(d, "NAS (ours)")]) for d in depths], axis=0)  # per item, over the depths
 
@@ -140,7 +133,7 @@ def _nas(profile: str, comparison: pd.DataFrame) -> Claim:
 
 def _personalization(profile: str, gains: pd.DataFrame) -> list[Claim]:
     rows = []
-    kept = _kept(gains, "personalization gains")
+    kept = evidence.recorded_hits(gains, "personalization gains")
     for split, table in gains.groupby("split"):
         acc = table.set_index("method")["accuracy"]
         others = acc.drop("emd")

@@ -15,10 +15,7 @@ GAP_MIN = 0.01  # a "gap" smaller than one point is within the noise of a few hu
 
 def _correct(table: pd.DataFrame, what: str) -> list[np.ndarray]:
     """The per-item 0/1 scores a table's measurement kept (`attrs["test_correct"]`), in points (0/100)."""
-    kept = table.attrs.get("test_correct")
-    if kept is None:
-        raise ValueError(f"the {what} table has no per-item scores (attrs['test_correct']): rerun its measurement")
-    return [100.0 * np.asarray(k, dtype=float) for k in kept]
+    return [100.0 * np.asarray(k, dtype=float) for k in evidence.recorded_hits(table, what)]
 
 
 def claims_rows(profile: str, curve: pd.DataFrame, shift: pd.DataFrame, gap: pd.DataFrame) -> list[Claim]:
